@@ -1,0 +1,61 @@
+"""Compatibility between checkpoints: missing, extra and shape-mismatched tensors, by name."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from engine.checkpoints.base import Checkpoint
+
+
+@dataclass
+class CompatReport:
+    """How ``other`` fits ``reference``. A delta checkpoint (LoRA) may cover a subset of the names."""
+
+    reference: str
+    other: str
+    missing: list[str] = field(default_factory=list)
+    extra: list[str] = field(default_factory=list)
+    shape_mismatch: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = field(default_factory=list)
+    dtype_differs: list[str] = field(default_factory=list)
+
+    @property
+    def compatible(self) -> bool:
+        return not (self.missing or self.extra or self.shape_mismatch)
+
+    def reason(self, limit: int = 3) -> str:
+        """One readable sentence on why the two do not fit (empty when they do)."""
+        parts = []
+        if self.shape_mismatch:
+            n, a, b = self.shape_mismatch[0]
+            parts.append(f"{len(self.shape_mismatch)} tensor(s) differ in shape, e.g. '{n}' is "
+                         f"{list(a)} in {self.reference} but {list(b)} in {self.other}")
+        if self.missing:
+            parts.append(f"{len(self.missing)} tensor(s) missing from {self.other}: "
+                         + ", ".join(f"'{n}'" for n in self.missing[:limit]) + (" …" if len(self.missing) > limit else ""))
+        if self.extra:
+            parts.append(f"{len(self.extra)} extra tensor(s) in {self.other}: "
+                         + ", ".join(f"'{n}'" for n in self.extra[:limit]) + (" …" if len(self.extra) > limit else ""))
+        return "; ".join(parts)
+
+    def to_json(self) -> dict:
+        return {"reference": self.reference, "other": self.other, "compatible": self.compatible,
+                "missing": self.missing, "extra": self.extra,
+                "shape_mismatch": [[n, list(a), list(b)] for n, a, b in self.shape_mismatch],
+                "dtype_differs": self.dtype_differs, "reason": self.reason()}
+
+
+def compare(reference: Checkpoint, other: Checkpoint) -> CompatReport:
+    """Compare ``other`` against ``reference`` tensor by tensor (headers only)."""
+    report = CompatReport(str(reference.path), str(other.path))
+    ref_names, other_names = set(reference.names), set(other.names)
+    if other.kind != "delta":
+        report.missing = [n for n in reference.names if n not in other_names]
+    report.extra = [n for n in other.names if n not in ref_names]
+    for n in reference.names:
+        if n in other_names:
+            a, b = reference.info(n), other.info(n)
+            if a.shape != b.shape:
+                report.shape_mismatch.append((n, a.shape, b.shape))
+            elif a.dtype != b.dtype:
+                report.dtype_differs.append(n)
+    return report

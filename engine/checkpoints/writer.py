@@ -1,0 +1,192 @@
+"""The streaming, atomic safetensors writer: sharded HF layout, planned headers, rename at the end.
+
+``safetensors.torch.save_file`` needs every tensor of a file in memory at once. A streaming merge knows
+every output tensor's name, shape and dtype before it computes any of them, so this writer lays out each
+shard's header up front (the format's documented layout: an 8-byte little-endian header length, the
+JSON header padded with spaces to a multiple of 8, then the raw little-endian tensor bytes) and writes
+each tensor at its offset as it arrives. Files are read back with the safetensors library in tests.
+
+Everything goes into a hidden temporary sibling folder that is renamed onto the output at ``commit``;
+an exception, a full disk or a cancel calls ``abort``, which removes it, so no partial output is left.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from engine.errors import CheckpointError, EngineInputError
+
+_ST_DTYPES = {
+    torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
+    torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
+    torch.bool: "BOOL",
+}
+_SIZE = re.compile(r"^\s*([\d.]+)\s*([KMGT]?)(i?B)?\s*$", re.IGNORECASE)
+
+
+def parse_size(text: str | int) -> int:
+    """Bytes from ``5GB``, ``500MB``, ``2GiB`` or a plain integer (decimal units, as HF uses)."""
+    if isinstance(text, int):
+        return text
+    m = _SIZE.match(str(text))
+    if not m:
+        raise EngineInputError(f"cannot read size '{text}' (write e.g. 5GB or 500MB)")
+    value, unit, suffix = float(m.group(1)), m.group(2).upper(), (m.group(3) or "")
+    base = 1024 if suffix.lower() == "ib" else 1000
+    return int(value * base ** "_KMGT".index(unit or "_"))
+
+
+@dataclass(frozen=True)
+class PlannedTensor:
+    """One output tensor's place: its shard, and its byte range inside that shard's data section."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+    shard: int
+    begin: int
+    end: int
+
+
+class CheckpointWriter:
+    """Writes a planned set of tensors into ``out_dir`` as (sharded) safetensors, atomically.
+
+    Use as a context manager: leaving the block with an exception aborts; ``commit()`` publishes.
+    """
+
+    def __init__(self, out_dir: str | Path, plan: Sequence[tuple[str, tuple[int, ...], torch.dtype]], *,
+                 shard_size: int | str = "5GB", metadata: dict[str, str] | None = None, force: bool = False):
+        self.out_dir = Path(out_dir).expanduser().resolve()
+        if self.out_dir.exists() and not force:
+            raise EngineInputError("the output folder already exists; choose another or allow overwriting (--force)",
+                                   path=str(self.out_dir))
+        self.force = force
+        self.metadata = {k: str(v) for k, v in (metadata or {}).items()}
+        self._plan, self._shard_sizes = self._layout(plan, parse_size(shard_size))
+        n = len(self._shard_sizes)
+        self.shard_names = ["model.safetensors"] if n == 1 else [
+            f"model-{i + 1:05d}-of-{n:05d}.safetensors" for i in range(n)]
+        self.tmp_dir = self.out_dir.parent / f".{self.out_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
+        self._written: set[str] = set()
+        self._files: list = []
+        self._data_start: list[int] = []
+        try:
+            self.out_dir.parent.mkdir(parents=True, exist_ok=True)
+            self.tmp_dir.mkdir()
+            for i in range(n):
+                self._open_shard(i)
+        except OSError as exc:
+            self.abort()
+            raise CheckpointError(f"cannot create the output ({exc.strerror or exc})", path=str(self.out_dir)) from exc
+
+    @staticmethod
+    def _layout(plan, shard_size: int):
+        placed: dict[str, PlannedTensor] = {}
+        sizes = [0]
+        for name, shape, dtype in plan:
+            if dtype not in _ST_DTYPES:
+                raise EngineInputError(f"cannot save dtype {dtype}", tensor=name)
+            nbytes = int(torch.Size(shape).numel()) * torch.empty((), dtype=dtype).element_size()
+            if sizes[-1] and sizes[-1] + nbytes > shard_size:
+                sizes.append(0)
+            placed[name] = PlannedTensor(name, tuple(shape), dtype, len(sizes) - 1, sizes[-1], sizes[-1] + nbytes)
+            sizes[-1] += nbytes
+        return placed, sizes
+
+    def _open_shard(self, i: int) -> None:
+        header: dict[str, object] = {"__metadata__": self.metadata}
+        for t in self._plan.values():
+            if t.shard == i:
+                header[t.name] = {"dtype": _ST_DTYPES[t.dtype], "shape": list(t.shape), "data_offsets": [t.begin, t.end]}
+        raw = json.dumps(header, separators=(",", ":")).encode()
+        raw += b" " * (-len(raw) % 8)
+        f = open(self.tmp_dir / self.shard_names[i], "wb")
+        self._files.append(f)
+        f.write(len(raw).to_bytes(8, "little"))
+        f.write(raw)
+        self._data_start.append(8 + len(raw))
+
+    @property
+    def planned(self) -> dict[str, PlannedTensor]:
+        return self._plan
+
+    def write(self, name: str, tensor: torch.Tensor) -> None:
+        """Write one tensor (cast to its planned dtype, moved to the CPU) at its planned place."""
+        slot = self._plan.get(name)
+        if slot is None:
+            raise CheckpointError(f"tensor '{name}' is not in the output plan", path=str(self.out_dir), tensor=name)
+        if tuple(tensor.shape) != slot.shape:
+            raise CheckpointError(f"tensor '{name}' has shape {list(tensor.shape)}, planned {list(slot.shape)}",
+                                  path=str(self.out_dir), tensor=name)
+        data = tensor.detach().to(device="cpu", dtype=slot.dtype).contiguous().reshape(-1).view(torch.uint8)
+        f = self._files[slot.shard]
+        try:
+            f.seek(self._data_start[slot.shard] + slot.begin)
+            f.write(memoryview(data.numpy()))
+        except OSError as exc:
+            raise CheckpointError(f"writing tensor '{name}' failed ({exc.strerror or exc})",
+                                  path=str(self.tmp_dir / self.shard_names[slot.shard]), tensor=name) from exc
+        self._written.add(name)
+
+    def add_file(self, src: Path, name: str | None = None) -> None:
+        """Copy a non-weight file (config.json, tokenizer files…) into the output."""
+        shutil.copy2(src, self.tmp_dir / (name or Path(src).name))
+
+    def add_text(self, name: str, text: str) -> None:
+        """Write a text file (the model card, the recipe) into the output."""
+        (self.tmp_dir / name).write_text(text, encoding="utf-8")
+
+    def commit(self) -> Path:
+        """Check completeness, flush to disk and move the folder into place; returns the output path."""
+        missing = [n for n in self._plan if n not in self._written]
+        if missing:
+            self.abort()
+            raise CheckpointError(f"{len(missing)} planned tensor(s) were never written, e.g. '{missing[0]}'",
+                                  path=str(self.out_dir), tensor=missing[0])
+        try:
+            for f in self._files:
+                f.flush()
+                os.fsync(f.fileno())
+                f.close()
+            if len(self.shard_names) > 1:
+                total = sum(t.end - t.begin for t in self._plan.values())
+                index = {"metadata": {"total_size": total},
+                         "weight_map": {t.name: self.shard_names[t.shard] for t in self._plan.values()}}
+                self.add_text("model.safetensors.index.json", json.dumps(index, indent=2))
+            old = None
+            if self.out_dir.exists():
+                old = self.out_dir.parent / f".{self.out_dir.name}.old-{uuid.uuid4().hex[:8]}"
+                self.out_dir.rename(old)
+            self.tmp_dir.rename(self.out_dir)
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+        except OSError as exc:
+            self.abort()
+            raise CheckpointError(f"finishing the output failed ({exc.strerror or exc})", path=str(self.out_dir)) from exc
+        return self.out_dir
+
+    def abort(self) -> None:
+        """Close and delete the temporary folder; the output path is left as it was."""
+        for f in self._files:
+            try:
+                f.close()
+            except OSError:
+                pass
+        self._files = []
+        shutil.rmtree(self.tmp_dir, ignore_errors=True)
+
+    def __enter__(self) -> "CheckpointWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self.abort()

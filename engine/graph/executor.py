@@ -1,0 +1,362 @@
+"""The streaming executor: computes a recipe one tensor name at a time.
+
+For each name it loads only the input tensors that name needs (reader threads fetch the next name's
+tensors while the current one computes), moves them to the compute device, evaluates the graph for that
+name in fp32, hands the result to the writer (or to the in-memory state dict of ``materialize``) and
+frees everything. Merge methods that need whole-model statistics get them from streaming passes first.
+Peak memory is about two tensors per input model, whatever the models' count and size.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import torch
+
+import engine
+from engine.checkpoints import Checkpoint, CheckpointWriter, TensorInfo, layer_index, num_layers
+from engine.errors import CheckpointError, EngineInputError
+from engine.graph.nodes import DELTA, MODEL, get_node_type
+from engine.graph.recipe import Recipe
+from engine.graph.validate import open_checkpoints, output_kinds, reference_checkpoint, require_valid, topological_order
+from engine.methods import MergeInputs, TensorContext, get_method
+from engine.methods.schedule import resolve_params
+from engine.runtime import CancelToken, ProgressTracker, parse_dtype, resolve_device
+from engine.runtime.progress import ProgressCallback
+
+log = logging.getLogger(__name__)
+
+COPIED_FILES = (
+    "config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+    "tokenizer.model", "vocab.json", "vocab.txt", "merges.txt", "added_tokens.json", "chat_template.jinja",
+    "preprocessor_config.json",
+)
+
+
+@dataclass
+class RunResult:
+    """What a run produced: output folders by Save node id, warnings (NaN inputs…), timing and volume."""
+
+    outputs: dict[str, Path] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    tensors: int = 0
+    bytes_read: int = 0
+
+
+class GraphRun:
+    """One execution of a recipe on a device. Opens the checkpoints (headers only) on creation."""
+
+    def __init__(self, recipe: Recipe, *, device: str | torch.device = "auto", progress: ProgressCallback | None = None,
+                 cancel: CancelToken | None = None, compute_dtype: torch.dtype = torch.float32, validate: bool = True):
+        if validate:
+            require_valid(recipe)
+        self.recipe = recipe
+        self.device = resolve_device(device)
+        self.progress = progress
+        self.cancel = cancel or CancelToken()
+        self.compute_dtype = compute_dtype
+        self.checkpoints: dict[str, Checkpoint] = open_checkpoints(recipe)
+        self.kinds = output_kinds(recipe, self.checkpoints)
+        self.order = topological_order(recipe)
+        self.result = RunResult()
+        self._stats: dict[str, Any] = {}
+        self._memo: dict[str, torch.Tensor | None] = {}
+        self._loaded: dict[str, torch.Tensor] = {}
+        self._warned: set[tuple[str, str]] = set()
+        self._pool = ThreadPoolExecutor(max_workers=max(1, min(8, len(self.checkpoints))), thread_name_prefix="ws-read")
+
+    # ---- names and shapes ----------------------------------------------------------------------
+    def reference(self, node_id: str) -> Checkpoint:
+        ref = reference_checkpoint(self.recipe, node_id, self.checkpoints)
+        if ref is None:
+            raise EngineInputError(f"node '{node_id}' has no full model upstream to take tensor names from")
+        return self.checkpoints[ref]
+
+    def tensor_infos(self, node_id: str) -> list[TensorInfo]:
+        """The tensors a node outputs (the reference checkpoint's), in file order."""
+        ref = self.reference(node_id)
+        return [ref.info(n) for n in ref.names]
+
+    def _checkpoints_for(self, node_ids: Iterable[str]) -> list[str]:
+        needed = set()
+        for nid in node_ids:
+            if self.recipe.nodes[nid].type == "checkpoint":
+                needed.add(nid)
+            needed.update(u for u in self.recipe.upstream(nid) if self.recipe.nodes[u].type == "checkpoint")
+        return [nid for nid in self.checkpoints if nid in needed]
+
+    # ---- loading -------------------------------------------------------------------------------
+    def _read(self, nid: str, name: str) -> torch.Tensor | None:
+        ckpt = self.checkpoints[nid]
+        if name not in ckpt:
+            return None
+        t = ckpt.get(name)
+        if self.device.type == "cuda":
+            t = t.pin_memory()
+        return t
+
+    def _submit(self, name: str, ckpt_ids: list[str]) -> dict[str, Future]:
+        return {nid: self._pool.submit(self._read, nid, name) for nid in ckpt_ids}
+
+    def _receive(self, name: str, futures: dict[str, Future]) -> None:
+        self._memo.clear()
+        self._loaded = {}
+        for nid, fut in futures.items():
+            t = fut.result()
+            if t is not None:
+                self._loaded[nid] = t
+                self.result.bytes_read += t.numel() * t.element_size()
+
+    def _stream(self, names: list[str], ckpt_ids: list[str]):
+        """Yield each name once its input tensors are loaded; the next name's reads run meanwhile."""
+        pending = self._submit(names[0], ckpt_ids) if names else {}
+        for i, name in enumerate(names):
+            self.cancel.raise_if_cancelled()
+            current = pending
+            pending = self._submit(names[i + 1], ckpt_ids) if i + 1 < len(names) else {}
+            try:
+                self._receive(name, current)
+            except BaseException:
+                for fut in pending.values():
+                    fut.cancel()
+                raise
+            yield name
+        self._memo.clear()
+        self._loaded = {}
+
+    # ---- per-tensor graph evaluation -----------------------------------------------------------
+    def compute(self, node_id: str, name: str) -> torch.Tensor | None:
+        """The value of ``node_id`` for tensor ``name`` on the device (None = a zero task vector)."""
+        if node_id in self._memo:
+            return self._memo[node_id]
+        node = self.recipe.nodes[node_id]
+        if node.type == "checkpoint":
+            value = self._checkpoint_tensor(node_id, name)
+        elif node.type == "task_vector":
+            model = self.compute(self.recipe.inputs(node_id, "model")[0], name)
+            base = self.compute(self.recipe.inputs(node_id, "base")[0], name)
+            value = model - base
+        elif node.type == "scale":
+            x = self.compute(self.recipe.inputs(node_id, "input")[0], name)
+            value = None if x is None else x * float(node.params.get("factor", 1.0))
+        elif node.type == "add":
+            value = None
+            for src in self.recipe.inputs(node_id, "inputs"):
+                x = self.compute(src, name)
+                if x is not None:
+                    value = x.clone() if value is None else value.add_(x)
+        elif node.type == "merge":
+            value = self._merge(node_id, name)
+        else:
+            raise EngineInputError(f"node '{node_id}' of type '{node.type}' has no tensor output")
+        self._memo[node_id] = value
+        return value
+
+    def _checkpoint_tensor(self, nid: str, name: str) -> torch.Tensor | None:
+        ckpt = self.checkpoints[nid]
+        raw = self._loaded.get(nid)
+        if raw is None:
+            if name in ckpt:
+                raw = self._read(nid, name)
+            elif ckpt.kind == DELTA:
+                return None
+            else:
+                raise CheckpointError(f"tensor '{name}' is missing", path=str(ckpt.path), tensor=name)
+        t = raw.to(self.device, non_blocking=True)
+        if not t.is_floating_point():
+            return t
+        t = t.to(self.compute_dtype)
+        if (nid, name) not in self._warned and not bool(torch.isfinite(t).all()):
+            self._warned.add((nid, name))
+            msg = f"{ckpt.path}: tensor '{name}' contains NaN or Inf values"
+            log.warning(msg)
+            self.result.warnings.append(msg)
+        return t
+
+    def merge_inputs(self, node_id: str, name: str) -> tuple[MergeInputs, dict[str, Any], TensorContext]:
+        """What a merge node's method receives for tensor ``name``."""
+        node = self.recipe.nodes[node_id]
+        spec = get_method(node.params["method"])
+        base_ids = self.recipe.inputs(node_id, "base")
+        base = self.compute(base_ids[0], name) if base_ids else None
+        keys = self.recipe.inputs(node_id, "models")
+        values = [self.compute(k, name) for k in keys]
+        if any(self.kinds[k] == DELTA for k in keys):
+            deltas = [torch.zeros_like(base) if v is None else (v if self.kinds[k] == DELTA else v - base)
+                      for k, v in zip(keys, values)]
+            inputs = MergeInputs(base, keys, deltas=deltas)
+        else:
+            inputs = MergeInputs(base, keys, models=values)
+        ref = self.reference(node_id)
+        layer_count = num_layers(ref.names)
+        layer = layer_index(name)
+        params = resolve_params(spec.params, node.params, keys, name, layer, layer_count)
+        seed = params.get("seed", 0)
+        ctx = TensorContext(name, layer, layer_count, self.device, int(seed or 0), self._stats.get(node_id))
+        return inputs, params, ctx
+
+    def _merge(self, node_id: str, name: str) -> torch.Tensor:
+        ref_info = self.reference(node_id).info(name)
+        if not ref_info.dtype.is_floating_point:  # integer buffers (position ids, masks) are copied
+            return self.compute(reference_checkpoint(self.recipe, node_id, self.checkpoints), name)
+        spec = get_method(self.recipe.nodes[node_id].params["method"])
+        inputs, params, ctx = self.merge_inputs(node_id, name)
+        try:
+            out = spec.merge(inputs, params, ctx)
+        except EngineInputError as exc:
+            raise EngineInputError(f"{spec.label} failed on tensor '{name}': {exc}", tensor=name) from exc
+        if tuple(out.shape) != ref_info.shape:
+            raise EngineInputError(f"{spec.label} produced shape {list(out.shape)} for tensor '{name}', "
+                                   f"expected {list(ref_info.shape)}", tensor=name)
+        return out
+
+    # ---- whole-model statistics ----------------------------------------------------------------
+    def gather_statistics(self, targets: Iterable[str]) -> None:
+        """Run the statistic passes of every merge node upstream of ``targets`` (in dependency order)."""
+        wanted = set(targets)
+        for t in list(wanted):
+            wanted.update(self.recipe.upstream(t))
+        for nid in self.order:
+            node = self.recipe.nodes[nid]
+            if nid not in wanted or node.type != "merge" or nid in self._stats:
+                continue
+            spec = get_method(node.params["method"])
+            if spec.statistic is None:
+                continue
+            stat = spec.statistic({**spec.defaults(), **node.params})
+            if stat is None:
+                continue
+            names = [i.name for i in self.tensor_infos(nid) if i.dtype.is_floating_point]
+            ckpts = self._checkpoints_for([nid])
+            for pass_index in range(stat.passes):
+                tracker = ProgressTracker(self.progress, f"statistics {nid} ({pass_index + 1}/{stat.passes})", len(names))
+                for name in self._stream(names, ckpts):
+                    inputs, params, ctx = self.merge_inputs(nid, name)
+                    stat.observe(pass_index, inputs, params, ctx)
+                    tracker.advance()
+                stat.finish_pass(pass_index)
+            self._stats[nid] = stat.result()
+
+    # ---- outputs -------------------------------------------------------------------------------
+    def materialize(self, node_id: str) -> dict[str, torch.Tensor]:
+        """A node's whole output state dict on the device (fp32 for float tensors)."""
+        if self.kinds.get(node_id) not in (MODEL, DELTA):
+            raise EngineInputError(f"node '{node_id}' does not produce weights")
+        self.gather_statistics([node_id])
+        infos = self.tensor_infos(node_id)
+        tracker = ProgressTracker(self.progress, f"computing {node_id}", len(infos))
+        out: dict[str, torch.Tensor] = {}
+        for name in self._stream([i.name for i in infos], self._checkpoints_for([node_id])):
+            value = self.compute(node_id, name)
+            out[name] = torch.zeros(self.reference(node_id).info(name).shape, device=self.device) if value is None else value
+            tracker.advance()
+        return out
+
+    def save_all(self, save_ids: list[str] | None = None, *, force: bool = False) -> RunResult:
+        """Stream every Save node's model to disk; all outputs appear together or none does."""
+        start = time.perf_counter()
+        saves = save_ids or [nid for nid in self.order if self.recipe.nodes[nid].type == "save"]
+        if not saves:
+            raise EngineInputError("the recipe has no Save node to write")
+        sources = {s: self.recipe.inputs(s, "model")[0] for s in saves}
+        self.gather_statistics(sources.values())
+        infos = {s: self.tensor_infos(src) for s, src in sources.items()}
+        names = list(dict.fromkeys(i.name for s in saves for i in infos[s]))
+        ckpts = self._checkpoints_for(sources.values())
+        total_bytes = sum(self.checkpoints[c].info(n).nbytes for c in ckpts for n in names if n in self.checkpoints[c])
+        tracker = ProgressTracker(self.progress, "merging", len(names), total_bytes)
+        with ExitStack() as stack:
+            writers = {s: stack.enter_context(self._writer(s, infos[s], force)) for s in saves}
+            for name in self._stream(names, ckpts):
+                before = self.result.bytes_read
+                for s, src in sources.items():
+                    if name in writers[s].planned:
+                        value = self.compute(src, name)
+                        writers[s].write(name, value)
+                self.result.tensors += 1
+                tracker.advance(nbytes=self.result.bytes_read - before, message=name)
+            self.cancel.raise_if_cancelled()
+            for s, w in writers.items():
+                self.result.outputs[s] = w.commit()
+        self.result.seconds = time.perf_counter() - start
+        return self.result
+
+    def _writer(self, save_id: str, infos: list[TensorInfo], force: bool) -> CheckpointWriter:
+        params = self.recipe.nodes[save_id].params
+        out_dtype = parse_dtype(params.get("dtype", "auto"))
+        plan = [(i.name, i.shape, out_dtype if (out_dtype is not None and i.dtype.is_floating_point) else i.dtype)
+                for i in infos]
+        metadata = {"format": "pt", "weightsmith_version": engine.__version__,
+                    "weightsmith_recipe": json.dumps(self.recipe.to_json(), separators=(",", ":")),
+                    "weightsmith_output": save_id}
+        writer = CheckpointWriter(self.recipe.resolve_path(params["path"]), plan,
+                                  shard_size=params.get("shard_size", "5GB"), metadata=metadata, force=force)
+        try:
+            source = params.get("copy_files_from") or reference_checkpoint(
+                self.recipe, self.recipe.inputs(save_id, "model")[0], self.checkpoints)
+            if source in self.checkpoints:
+                folder = self.checkpoints[source].path
+                folder = folder if folder.is_dir() else folder.parent
+                for fname in COPIED_FILES:
+                    if (folder / fname).is_file():
+                        writer.add_file(folder / fname)
+            if params.get("model_card", True):
+                writer.add_text("README.md", model_card(self.recipe, save_id))
+        except OSError as exc:
+            writer.abort()
+            raise CheckpointError(f"cannot copy model files ({exc})", path=str(writer.out_dir)) from exc
+        return writer
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        for ckpt in self.checkpoints.values():
+            ckpt.close()
+
+    def __enter__(self) -> "GraphRun":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def model_card(recipe: Recipe, save_id: str) -> str:
+    """A short README.md describing how the saved model was made."""
+    lines = [f"# {Path(str(recipe.nodes[save_id].params.get('path', 'merged'))).name}", "",
+             f"Merged with Weightsmith {engine.__version__}.", ""]
+    src = recipe.inputs(save_id, "model")[0]
+    for nid in [*reversed(recipe.upstream(src)), src]:
+        node = recipe.nodes[nid]
+        if node.type == "checkpoint":
+            lines.append(f"- input `{nid}`: `{node.params.get('path')}`")
+        elif node.type == "merge":
+            params = {k: v for k, v in node.params.items() if k != "method"}
+            lines.append(f"- merge `{nid}`: **{node.params.get('method')}** with inputs "
+                         f"{', '.join(recipe.inputs(nid, 'models'))}"
+                         + (f" on base {recipe.inputs(nid, 'base')[0]}" if recipe.inputs(nid, 'base') else "")
+                         + (f", parameters `{json.dumps(params)}`" if params else ""))
+        else:
+            lines.append(f"- {node.type} `{nid}` {json.dumps(node.params) if node.params else ''}".rstrip())
+    lines += ["", "The full recipe is stored in the safetensors metadata (`weightsmith_recipe`).", ""]
+    return "\n".join(lines)
+
+
+def run_recipe(recipe: Recipe, *, device: str = "auto", progress: ProgressCallback | None = None,
+               cancel: CancelToken | None = None, force: bool = False, outputs: list[str] | None = None) -> RunResult:
+    """Validate and run a recipe, writing every Save node (or those in ``outputs``)."""
+    with GraphRun(recipe, device=device, progress=progress, cancel=cancel) as run:
+        return run.save_all(outputs, force=force)
+
+
+def materialize(recipe: Recipe, node_id: str, *, device: str = "auto", progress: ProgressCallback | None = None,
+                cancel: CancelToken | None = None) -> dict[str, torch.Tensor]:
+    """Compute one node's state dict in memory (for evaluation), streaming its inputs."""
+    with GraphRun(recipe, device=device, progress=progress, cancel=cancel) as run:
+        return run.materialize(node_id)

@@ -1,0 +1,202 @@
+"""The contract every merge method fulfils: a parameter schema, requirements, and a per-tensor function.
+
+A method is a pure tensor function (no IO, no recipe). The executor calls it once per tensor name with
+``MergeInputs`` (the base and the models' tensors, or their task vectors, on the compute device, fp32),
+the method's parameters already resolved for that tensor (per-model values as lists aligned with the
+inputs, per-layer schedules evaluated at the tensor's layer) and a ``TensorContext``.
+
+Methods whose result needs whole-model statistics (a global top-k threshold, MetaGPT's norms) declare a
+``statistic`` factory; the executor streams every tensor through it in one or more cheap first passes
+and hands the result to the method as ``ctx.stats``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Callable, Protocol, Sequence
+
+import torch
+
+
+class Requirement(str, Enum):
+    """What a method needs beyond the weights; shown on the method's node."""
+
+    DATA_FREE = "data-free"
+    UNLABELED = "unlabeled data"
+    LABELED = "labeled data"
+    GRADIENTS = "gradients"
+
+
+@dataclass(frozen=True)
+class Param:
+    """One declared parameter of a method: the GUI builds its control from this, the CLI its parsing.
+
+    ``type`` is one of ``float``, ``int``, ``bool``, ``choice`` (one of ``choices``) or ``str``.
+    ``per_model`` parameters take one value per input model (a scalar applies to all);
+    ``layerwise`` ones also accept a per-layer schedule (see ``engine.methods.schedule``).
+    """
+
+    name: str
+    type: str
+    default: Any
+    help: str
+    min: float | None = None
+    max: float | None = None
+    choices: tuple[str, ...] = ()
+    per_model: bool = False
+    layerwise: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "type": self.type, "default": self.default, "help": self.help,
+            "min": self.min, "max": self.max, "choices": list(self.choices),
+            "per_model": self.per_model, "layerwise": self.layerwise,
+        }
+
+    def check_scalar(self, value: Any) -> str | None:
+        """Problem with one scalar value of this parameter, or None when it is valid."""
+        if self.type == "bool":
+            return None if isinstance(value, bool) else f"'{self.name}' must be true or false, got {value!r}"
+        if self.type == "choice":
+            return None if value in self.choices else (
+                f"'{self.name}' must be one of {', '.join(self.choices)}, got {value!r}")
+        if self.type == "str":
+            return None if isinstance(value, str) else f"'{self.name}' must be text, got {value!r}"
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return f"'{self.name}' must be a number, got {value!r}"
+        if self.type == "int" and int(value) != value:
+            return f"'{self.name}' must be a whole number, got {value!r}"
+        if not math.isfinite(value):
+            return f"'{self.name}' must be finite, got {value!r}"
+        if self.min is not None and value < self.min:
+            return f"'{self.name}' = {value} is below its minimum {self.min}"
+        if self.max is not None and value > self.max:
+            return f"'{self.name}' = {value} is above its maximum {self.max}"
+        return None
+
+
+@dataclass
+class TensorContext:
+    """Where a method call stands: the tensor's name and layer, the device, the seed, whole-model stats."""
+
+    name: str
+    layer: int | None
+    num_layers: int
+    device: torch.device
+    seed: int = 0
+    stats: Any = None
+
+    def generator(self) -> torch.Generator:
+        """A CPU generator seeded from (seed, tensor name): the same draws on every device and run."""
+        digest = hashlib.blake2b(f"{self.seed}:{self.name}".encode(), digest_size=8).digest()
+        return torch.Generator(device="cpu").manual_seed(int.from_bytes(digest, "little") & (2**63 - 1))
+
+    def rand_like(self, t: torch.Tensor) -> torch.Tensor:
+        """Uniform [0, 1) draws shaped like ``t``, made on the CPU (device-independent), moved to ``t``'s device."""
+        return torch.rand(t.shape, generator=self.generator(), dtype=torch.float32).to(t.device)
+
+
+class MergeInputs:
+    """The tensors a method merges for one name: ``base`` (θ0 or None), ``models`` (θt), ``deltas`` (τt).
+
+    Inputs arrive either as models or as task vectors; the other form is derived on first use
+    (τt = θt − θ0, θt = θ0 + τt), so a method asks for the form its math is written in.
+    ``keys`` are the input node ids, in the order of the lists.
+    """
+
+    def __init__(self, base: torch.Tensor | None, keys: Sequence[str], *,
+                 models: Sequence[torch.Tensor] | None = None, deltas: Sequence[torch.Tensor] | None = None):
+        if (models is None) == (deltas is None):
+            raise ValueError("give exactly one of models= or deltas=")
+        if deltas is not None and base is None:
+            raise ValueError("task vectors need a base")
+        self.base = base
+        self.keys = list(keys)
+        self._models = list(models) if models is not None else None
+        self._deltas = list(deltas) if deltas is not None else None
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    @property
+    def models(self) -> list[torch.Tensor]:
+        if self._models is None:
+            self._models = [self.base + d for d in self._deltas]
+        return self._models
+
+    @property
+    def deltas(self) -> list[torch.Tensor]:
+        if self._deltas is None:
+            if self.base is None:
+                raise ValueError("this method needs a base model to form task vectors")
+            self._deltas = [m - self.base for m in self._models]
+        return self._deltas
+
+
+class ModelStatistic(Protocol):
+    """Whole-model statistics gathered in ``passes`` streaming passes before the merge pass."""
+
+    passes: int
+
+    def observe(self, pass_index: int, inputs: MergeInputs, params: dict[str, Any], ctx: TensorContext) -> None:
+        """See one tensor's inputs during pass ``pass_index``."""
+
+    def finish_pass(self, pass_index: int) -> None:
+        """Called after every tensor has been observed in pass ``pass_index``."""
+
+    def result(self) -> Any:
+        """What the method receives as ``ctx.stats``."""
+
+
+MergeFn = Callable[[MergeInputs, dict[str, Any], TensorContext], torch.Tensor]
+StatisticFactory = Callable[[dict[str, Any]], "ModelStatistic | None"]
+LinearFn = Callable[[dict[str, Any], int], tuple[list[float], float]]
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A registered merge method.
+
+    ``merge`` computes one tensor. ``needs_base``: the method cannot run without θ0.
+    ``statistic(params)`` returns a ModelStatistic when the parameters ask for a whole-model pass
+    (e.g. ``scope='model'``), else None. ``linear(params, n)`` — only for methods whose output is a
+    fixed linear combination ``Σ a_t θt + b θ0`` of the inputs — returns ``([a_t], b)`` for one tensor
+    with its per-model/per-layer values already resolved; live tuning uses it for in-place updates.
+    """
+
+    name: str
+    label: str
+    family: str
+    summary: str
+    params: tuple[Param, ...]
+    merge: MergeFn
+    requirements: frozenset[Requirement] = frozenset({Requirement.DATA_FREE})
+    needs_base: bool = True
+    min_models: int = 1
+    max_models: int | None = None
+    reference: str = ""
+    random: bool = False
+    statistic: StatisticFactory | None = None
+    linear: LinearFn | None = None
+    aliases: tuple[str, ...] = field(default_factory=tuple)
+
+    def param(self, name: str) -> Param:
+        for p in self.params:
+            if p.name == name:
+                return p
+        raise KeyError(name)
+
+    def defaults(self) -> dict[str, Any]:
+        return {p.name: p.default for p in self.params}
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "label": self.label, "family": self.family, "summary": self.summary,
+            "requirements": sorted(r.value for r in self.requirements), "needs_base": self.needs_base,
+            "min_models": self.min_models, "max_models": self.max_models, "reference": self.reference,
+            "random": self.random, "aliases": list(self.aliases),
+            "params": [p.to_json() for p in self.params],
+        }

@@ -1,0 +1,89 @@
+"""Parameter values that vary per model and per layer, resolved for one tensor.
+
+A layer-varying value may be
+- a scalar: the same everywhere;
+- a list of numbers (mergekit's "gradient"): anchors spread evenly over the depth, linearly interpolated
+  at the tensor's relative depth ``layer / (num_layers - 1)``; tensors outside any numbered layer
+  (embeddings, final norm, head) take the first anchor when their name sorts before the layers
+  (embeddings) and the last anchor otherwise, decided by ``position_of``;
+- a list of overrides ``[{"filter": REGEX, "value": V}, ..., {"value": DEFAULT}]``: the first entry whose
+  filter is found in the tensor name (``re.search``) or that has no filter wins, and its value is
+  resolved again (so a filter may carry a gradient).
+
+A per-model value may be a scalar (all models), a list aligned with the inputs (for a per-model
+parameter a list is always read per model, never as one gradient), or a mapping from the input node id
+to a value; each element may itself be a layer-varying value.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Mapping, Sequence
+
+from engine.errors import EngineInputError
+
+
+def is_schedule(value: Any) -> bool:
+    """Whether ``value`` is a gradient list or an override list rather than a plain scalar."""
+    return isinstance(value, (list, tuple))
+
+
+def resolve_layer_value(value: Any, name: str, layer: int | None, num_layers: int) -> Any:
+    """Evaluate a (possibly layer-varying) value for tensor ``name`` at ``layer`` of ``num_layers``."""
+    if not is_schedule(value):
+        return value
+    if len(value) == 0:
+        raise EngineInputError(f"empty schedule for tensor '{name}'")
+    if all(isinstance(v, Mapping) for v in value):
+        for entry in value:
+            pattern = entry.get("filter")
+            if pattern is None or re.search(pattern, name):
+                return resolve_layer_value(entry["value"], name, layer, num_layers)
+        raise EngineInputError(f"no schedule entry matches tensor '{name}' (add an entry without a filter)")
+    anchors = [float(v) for v in value]
+    if len(anchors) == 1:
+        return anchors[0]
+    pos = relative_depth(layer, num_layers)
+    scaled = pos * (len(anchors) - 1)
+    i = min(int(scaled), len(anchors) - 2)
+    frac = scaled - i
+    return anchors[i] * (1 - frac) + anchors[i + 1] * frac
+
+
+def relative_depth(layer: int | None, num_layers: int) -> float:
+    """Depth in [0, 1] of a layer; tensors outside the numbered layers count as depth 0."""
+    if layer is None or num_layers <= 1:
+        return 0.0
+    return min(1.0, max(0.0, layer / (num_layers - 1)))
+
+
+def per_model_values(value: Any, keys: Sequence[str], default: Any = None) -> list[Any]:
+    """Expand a per-model value (scalar, list or {node id: value}) into one entry per input key."""
+    if isinstance(value, Mapping):
+        return [value.get(k, default) for k in keys]
+    if isinstance(value, (list, tuple)):
+        if len(value) != len(keys):
+            raise EngineInputError(f"{len(value)} per-model values given for {len(keys)} models")
+        return list(value)
+    return [value] * len(keys)
+
+
+def resolve_params(spec_params: Sequence[Any], values: Mapping[str, Any], keys: Sequence[str], name: str,
+                   layer: int | None, num_layers: int) -> dict[str, Any]:
+    """Resolve every declared parameter of a method for one tensor.
+
+    Per-model parameters become lists aligned with ``keys``; layer-varying ones are evaluated at the
+    tensor's layer. Missing values take the declared default.
+    """
+    out: dict[str, Any] = {}
+    for p in spec_params:
+        raw = values.get(p.name, p.default)
+        if p.per_model:
+            items = per_model_values(raw, keys, p.default)
+            out[p.name] = [resolve_layer_value(v if v is not None else p.default, name, layer, num_layers)
+                           if p.layerwise else (v if v is not None else p.default) for v in items]
+        elif p.layerwise:
+            out[p.name] = resolve_layer_value(raw, name, layer, num_layers)
+        else:
+            out[p.name] = raw
+    return out
