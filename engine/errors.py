@@ -12,12 +12,12 @@ class EngineInputError(Exception):
     def __init__(self, message: str, *, path: str | None = None, tensor: str | None = None):
         self.path = path
         self.tensor = tensor
-        parts = [message]
-        if tensor is not None and f"'{tensor}'" not in message:
-            parts.append(f"(tensor '{tensor}')")
-        if path is not None and str(path) not in message:
-            parts.append(f"in {path}")
-        super().__init__(" ".join(parts))
+        text = message
+        if tensor is not None and f"'{tensor}'" not in text:
+            text += f" (tensor '{tensor}')"
+        if path is not None and str(path) not in text:
+            text = f"{path}: {text}"
+        super().__init__(text)
 
 
 class CheckpointError(EngineInputError):

@@ -140,6 +140,10 @@ class GraphRun:
         node = self.recipe.nodes[node_id]
         if node.type == "checkpoint":
             value = self._checkpoint_tensor(node_id, name)
+        elif not self.reference(node_id).info(name).dtype.is_floating_point:
+            # integer buffers (position ids, masks) are not merged: models keep the reference's copy
+            value = None if self.kinds[node_id] == DELTA else self.compute(
+                reference_checkpoint(self.recipe, node_id, self.checkpoints), name)
         elif node.type == "task_vector":
             model = self.compute(self.recipe.inputs(node_id, "model")[0], name)
             base = self.compute(self.recipe.inputs(node_id, "base")[0], name)
@@ -205,8 +209,6 @@ class GraphRun:
 
     def _merge(self, node_id: str, name: str) -> torch.Tensor:
         ref_info = self.reference(node_id).info(name)
-        if not ref_info.dtype.is_floating_point:  # integer buffers (position ids, masks) are copied
-            return self.compute(reference_checkpoint(self.recipe, node_id, self.checkpoints), name)
         spec = get_method(self.recipe.nodes[node_id].params["method"])
         inputs, params, ctx = self.merge_inputs(node_id, name)
         try:

@@ -1,0 +1,45 @@
+"""Shared test set-up: headless Qt, and tiny checkpoints written to a temporary folder."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+
+def make_state_dict(seed: int, layers: int = 3, width: int = 8) -> dict[str, torch.Tensor]:
+    """A small Llama-shaped state dict: embeddings, numbered layers, a norm, an int buffer."""
+    g = torch.Generator().manual_seed(seed)
+    sd = {"model.embed_tokens.weight": torch.randn(16, width, generator=g)}
+    for i in range(layers):
+        sd[f"model.layers.{i}.self_attn.q_proj.weight"] = torch.randn(width, width, generator=g)
+        sd[f"model.layers.{i}.mlp.up_proj.weight"] = torch.randn(2 * width, width, generator=g)
+        sd[f"model.layers.{i}.input_layernorm.weight"] = torch.ones(width) + 0.1 * torch.randn(width, generator=g)
+    sd["model.norm.weight"] = torch.ones(width)
+    sd["model.position_ids"] = torch.arange(16)
+    return sd
+
+
+def finetune(base: dict[str, torch.Tensor], seed: int, scale: float = 0.1) -> dict[str, torch.Tensor]:
+    """A 'fine-tuned' variant: the base plus seeded noise on every float tensor."""
+    g = torch.Generator().manual_seed(seed)
+    return {n: (t + scale * torch.randn(t.shape, generator=g)) if t.is_floating_point() else t.clone()
+            for n, t in base.items()}
+
+
+@pytest.fixture
+def tiny_models(tmp_path: Path) -> dict[str, Path]:
+    """A base and three experts as single-file safetensors: {'base': path, 'e1': path, ...}."""
+    base = make_state_dict(0)
+    paths = {"base": tmp_path / "base.safetensors"}
+    save_file(base, paths["base"])
+    for k in (1, 2, 3):
+        paths[f"e{k}"] = tmp_path / f"e{k}.safetensors"
+        save_file(finetune(base, k), paths[f"e{k}"])
+    return paths

@@ -1,0 +1,101 @@
+"""The headless twin: commands, exit codes and messages."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from engine.cli import main
+
+
+def test_merge_quick_form_writes_the_model(tmp_path: Path, tiny_models, capsys):
+    rc = main(["merge", "--method", "task_arithmetic", "--base", str(tiny_models["base"]),
+               "--model", str(tiny_models["e1"]), "--model", str(tiny_models["e2"]), "--weight", "1", "--weight", "0.5",
+               "--param", "lambda=0.5", "--out", str(tmp_path / "o"), "--dtype", "fp16", "--device", "cpu"])
+    assert rc == 0
+    assert "wrote" in capsys.readouterr().out
+    base, e1, e2 = (load_file(str(tiny_models[k])) for k in ("base", "e1", "e2"))
+    out = load_file(str(tmp_path / "o" / "model.safetensors"))
+    n = "model.layers.0.mlp.up_proj.weight"
+    expected = base[n] + 0.5 * ((e1[n] - base[n]) + 0.5 * (e2[n] - base[n]))
+    assert out[n].dtype == torch.float16 and torch.allclose(out[n].float(), expected, atol=2e-3)
+
+
+def test_existing_output_needs_force(tmp_path: Path, tiny_models, capsys):
+    (tmp_path / "o").mkdir()
+    args = ["merge", "--method", "linear", "--model", str(tiny_models["e1"]), "--model", str(tiny_models["e2"]),
+            "--out", str(tmp_path / "o")]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "already exists" in err and "Traceback" not in err
+    assert main(args + ["--force"]) == 0
+
+
+def test_bad_input_exit_code_2_names_the_file(tmp_path: Path, capsys):
+    (tmp_path / "bad.safetensors").write_bytes(b"garbage!garbage!")
+    assert main(["inspect", str(tmp_path / "bad.safetensors")]) == 2
+    err = capsys.readouterr().err
+    assert "bad.safetensors" in err and "Traceback" not in err and err.count("\n") == 1
+
+
+def test_inspect_json_lists_tensors_and_compatibility(tiny_models, capsys):
+    assert main(["inspect", str(tiny_models["base"]), str(tiny_models["e1"]), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data[0]["num_layers"] == 3 and data[1]["compatibility"]["compatible"] is True
+    assert any(t["name"] == "model.norm.weight" for t in data[0]["tensors"])
+
+
+def test_run_recipe_with_out_override_and_validate(tmp_path: Path, tiny_models, capsys):
+    from engine.graph.build import simple_merge_recipe
+
+    recipe = simple_merge_recipe("task_arithmetic", [tiny_models["e1"]], base=tiny_models["base"], out=tmp_path / "x")
+    recipe.save(tmp_path / "r.json")
+    assert main(["validate", str(tmp_path / "r.json")]) == 0
+    assert main(["run", str(tmp_path / "r.json"), "--out", str(tmp_path / "y")]) == 0
+    assert (tmp_path / "y" / "model.safetensors").is_file() and not (tmp_path / "x").exists()
+    recipe.nodes["merge"].params["lambda"] = "big"
+    recipe.save(tmp_path / "bad.json")
+    capsys.readouterr()
+    assert main(["validate", str(tmp_path / "bad.json")]) == 2
+    assert "[merge]" in capsys.readouterr().out
+
+
+def test_methods_json_lists_schemas(capsys):
+    assert main(["methods", "--json"]) == 0
+    methods = {m["name"]: m for m in json.loads(capsys.readouterr().out)}
+    assert {"linear", "task_arithmetic"} <= set(methods)
+    ta = {p["name"]: p for p in methods["task_arithmetic"]["params"]}
+    assert ta["lambda"]["layerwise"] and ta["weight"]["per_model"]
+    assert methods["task_arithmetic"]["requirements"] == ["data-free"]
+
+
+def test_console_script_runs_as_a_process(tiny_models):
+    proc = subprocess.run([sys.executable, "-m", "engine.cli", "inspect", str(tiny_models["base"])],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "3 layers" in proc.stdout
+
+
+def test_engine_never_imports_qt():
+    """Import every engine module with PySide6 blocked: nothing in engine/ may need a screen."""
+    code = (
+        "import sys, importlib, pkgutil\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('PySide6', 'PyQt5', 'PyQt6', 'shiboken6'):\n"
+        "            raise ImportError('Qt is blocked in engine/')\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "import engine\n"
+        "for m in pkgutil.walk_packages(engine.__path__, 'engine.'):\n"
+        "    importlib.import_module(m.name)\n"
+        "assert not any(k.startswith(('PySide6', 'PyQt')) for k in sys.modules)\n"
+        "print('ok')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().endswith("ok")
