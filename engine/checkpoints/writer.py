@@ -30,6 +30,7 @@ _ST_DTYPES = {
     torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
     torch.bool: "BOOL",
 }
+_CAST_CHUNK = 1 << 20  # elements cast per write step
 _SIZE = re.compile(r"^\s*([\d.]+)\s*([KMGT]?)(i?B)?\s*$", re.IGNORECASE)
 
 
@@ -77,6 +78,7 @@ class CheckpointWriter:
             f"model-{i + 1:05d}-of-{n:05d}.safetensors" for i in range(n)]
         self.tmp_dir = self.out_dir.parent / f".{self.out_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
         self._written: set[str] = set()
+        self._buffers: dict[torch.dtype, torch.Tensor] = {}
         self._files: list = []
         self._data_start: list[int] = []
         try:
@@ -127,15 +129,30 @@ class CheckpointWriter:
         if tuple(tensor.shape) != slot.shape:
             raise CheckpointError(f"tensor '{name}' has shape {list(tensor.shape)}, planned {list(slot.shape)}",
                                   path=str(self.out_dir), tensor=name)
-        data = tensor.detach().to(device="cpu", dtype=slot.dtype).contiguous().reshape(-1).view(torch.uint8)
+        src = tensor.detach()
+        if src.device.type != "cpu":
+            src = src.to(slot.dtype).cpu()
+        src = src.contiguous().reshape(-1)
         f = self._files[slot.shard]
         try:
             f.seek(self._data_start[slot.shard] + slot.begin)
-            f.write(memoryview(data.numpy()))
+            if src.dtype == slot.dtype:
+                f.write(memoryview(src.view(torch.uint8).numpy()))
+            else:  # cast chunk by chunk through one reused buffer: no full-size temporary
+                buf = self._cast_buffer(slot.dtype)
+                for start in range(0, src.numel(), buf.numel()):
+                    part = buf[: min(buf.numel(), src.numel() - start)]
+                    part.copy_(src[start:start + part.numel()])
+                    f.write(memoryview(part.view(torch.uint8).numpy()))
         except OSError as exc:
             raise CheckpointError(f"writing tensor '{name}' failed ({exc.strerror or exc})",
                                   path=str(self.tmp_dir / self.shard_names[slot.shard]), tensor=name) from exc
         self._written.add(name)
+
+    def _cast_buffer(self, dtype: torch.dtype) -> torch.Tensor:
+        if dtype not in self._buffers:
+            self._buffers[dtype] = torch.empty(_CAST_CHUNK, dtype=dtype)
+        return self._buffers[dtype]
 
     def add_file(self, src: Path, name: str | None = None) -> None:
         """Copy a non-weight file (config.json, tokenizer files…) into the output."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
@@ -32,6 +33,8 @@ from engine.runtime import CancelToken, ProgressTracker, parse_dtype, resolve_de
 from engine.runtime.progress import ProgressCallback
 
 log = logging.getLogger(__name__)
+
+_CHUNK = 1 << 20  # elements per step of the CPU mixed-dtype accumulation (4 MB of fp32: cache-sized)
 
 COPIED_FILES = (
     "config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
@@ -70,7 +73,9 @@ class GraphRun:
         self._stats: dict[str, Any] = {}
         self._memo: dict[str, torch.Tensor | None] = {}
         self._loaded: dict[str, torch.Tensor] = {}
-        self._warned: set[tuple[str, str]] = set()
+        self._out_buffers: dict[str, torch.Tensor] = {}
+        self._scratch: torch.Tensor | None = None
+        self.reuse_buffers = True  # off while materialising, whose results must outlive the name
         self._pool = ThreadPoolExecutor(max_workers=max(1, min(8, len(self.checkpoints))), thread_name_prefix="ws-read")
 
     # ---- names and shapes ----------------------------------------------------------------------
@@ -95,10 +100,16 @@ class GraphRun:
 
     # ---- loading -------------------------------------------------------------------------------
     def _read(self, nid: str, name: str) -> torch.Tensor | None:
+        """Runs in a reader thread: map the tensor, touch its pages while checking for NaN/Inf
+        (one vectorised min/max pass; NaN propagates into it), pin it for a CUDA copy."""
         ckpt = self.checkpoints[nid]
         if name not in ckpt:
             return None
         t = ckpt.get(name)
+        if t.is_floating_point() and t.numel() and not all(map(math.isfinite, (float(v) for v in torch.aminmax(t)))):
+            msg = f"{ckpt.path}: tensor '{name}' contains NaN or Inf values"
+            log.warning(msg)
+            self.result.warnings.append(msg)
         if self.device.type == "cuda":
             t = t.pin_memory()
         return t
@@ -134,7 +145,11 @@ class GraphRun:
 
     # ---- per-tensor graph evaluation -----------------------------------------------------------
     def compute(self, node_id: str, name: str) -> torch.Tensor | None:
-        """The value of ``node_id`` for tensor ``name`` on the device (None = a zero task vector)."""
+        """The value of ``node_id`` for tensor ``name`` on the device (None = a zero task vector).
+
+        Checkpoint values keep their stored dtype (so linear merges can accumulate straight from
+        fp16/bf16); everything computed is in the compute dtype. ``value`` gives the cast form.
+        """
         if node_id in self._memo:
             return self._memo[node_id]
         node = self.recipe.nodes[node_id]
@@ -145,16 +160,16 @@ class GraphRun:
             value = None if self.kinds[node_id] == DELTA else self.compute(
                 reference_checkpoint(self.recipe, node_id, self.checkpoints), name)
         elif node.type == "task_vector":
-            model = self.compute(self.recipe.inputs(node_id, "model")[0], name)
-            base = self.compute(self.recipe.inputs(node_id, "base")[0], name)
+            model = self.value(self.recipe.inputs(node_id, "model")[0], name)
+            base = self.value(self.recipe.inputs(node_id, "base")[0], name)
             value = model - base
         elif node.type == "scale":
-            x = self.compute(self.recipe.inputs(node_id, "input")[0], name)
+            x = self.value(self.recipe.inputs(node_id, "input")[0], name)
             value = None if x is None else x * float(node.params.get("factor", 1.0))
         elif node.type == "add":
             value = None
             for src in self.recipe.inputs(node_id, "inputs"):
-                x = self.compute(src, name)
+                x = self.value(src, name)
                 if x is not None:
                     value = x.clone() if value is None else value.add_(x)
         elif node.type == "merge":
@@ -163,6 +178,16 @@ class GraphRun:
             raise EngineInputError(f"node '{node_id}' of type '{node.type}' has no tensor output")
         self._memo[node_id] = value
         return value
+
+    def value(self, node_id: str, name: str) -> torch.Tensor | None:
+        """``compute`` cast to the compute dtype (float tensors only), cached for the current name."""
+        t = self.compute(node_id, name)
+        if t is None or not t.is_floating_point() or t.dtype == self.compute_dtype:
+            return t
+        key = f"{node_id}\0cast"
+        if key not in self._memo:
+            self._memo[key] = t.to(self.compute_dtype)
+        return self._memo[key]
 
     def _checkpoint_tensor(self, nid: str, name: str) -> torch.Tensor | None:
         ckpt = self.checkpoints[nid]
@@ -174,45 +199,99 @@ class GraphRun:
                 return None
             else:
                 raise CheckpointError(f"tensor '{name}' is missing", path=str(ckpt.path), tensor=name)
-        t = raw.to(self.device, non_blocking=True)
-        if not t.is_floating_point():
-            return t
-        t = t.to(self.compute_dtype)
-        if (nid, name) not in self._warned and not bool(torch.isfinite(t).all()):
-            self._warned.add((nid, name))
-            msg = f"{ckpt.path}: tensor '{name}' contains NaN or Inf values"
-            log.warning(msg)
-            self.result.warnings.append(msg)
-        return t
+        return raw.to(self.device, non_blocking=True)
 
-    def merge_inputs(self, node_id: str, name: str) -> tuple[MergeInputs, dict[str, Any], TensorContext]:
-        """What a merge node's method receives for tensor ``name``."""
+    def _resolve(self, node_id: str, name: str) -> tuple[list[str], dict[str, Any], TensorContext]:
+        """A merge node's input keys, its parameters resolved for ``name``, and the method context."""
         node = self.recipe.nodes[node_id]
         spec = get_method(node.params["method"])
-        base_ids = self.recipe.inputs(node_id, "base")
-        base = self.compute(base_ids[0], name) if base_ids else None
         keys = self.recipe.inputs(node_id, "models")
-        values = [self.compute(k, name) for k in keys]
+        layer_count = num_layers(self.reference(node_id).names)
+        layer = layer_index(name)
+        params = resolve_params(spec.params, node.params, keys, name, layer, layer_count)
+        ctx = TensorContext(name, layer, layer_count, self.device, int(params.get("seed", 0) or 0),
+                            self._stats.get(node_id))
+        return keys, params, ctx
+
+    def merge_inputs(self, node_id: str, name: str) -> tuple[MergeInputs, dict[str, Any], TensorContext]:
+        """What a merge node's method receives for tensor ``name`` (fp32 on the device)."""
+        keys, params, ctx = self._resolve(node_id, name)
+        base_ids = self.recipe.inputs(node_id, "base")
+        base = self.value(base_ids[0], name) if base_ids else None
+        values = [self.value(k, name) for k in keys]
         if any(self.kinds[k] == DELTA for k in keys):
             deltas = [torch.zeros_like(base) if v is None else (v if self.kinds[k] == DELTA else v - base)
                       for k, v in zip(keys, values)]
             inputs = MergeInputs(base, keys, deltas=deltas)
         else:
             inputs = MergeInputs(base, keys, models=values)
-        ref = self.reference(node_id)
-        layer_count = num_layers(ref.names)
-        layer = layer_index(name)
-        params = resolve_params(spec.params, node.params, keys, name, layer, layer_count)
-        seed = params.get("seed", 0)
-        ctx = TensorContext(name, layer, layer_count, self.device, int(seed or 0), self._stats.get(node_id))
         return inputs, params, ctx
+
+    def _linear_merge(self, node_id: str, name: str) -> torch.Tensor:
+        """Σ a_t θt + b θ0 accumulated in place straight from the stored tensors (no per-input copies)."""
+        spec = get_method(self.recipe.nodes[node_id].params["method"])
+        keys, params, _ = self._resolve(node_id, name)
+        coefs, base_coef = spec.linear(params, len(keys))
+        terms = []
+        for key, c in zip(keys, coefs):
+            if self.kinds[key] == DELTA:  # a task vector contributes a_t (θ0 + τt)
+                base_coef += c
+            terms.append((self.compute(key, name), c))
+        base_ids = self.recipe.inputs(node_id, "base")
+        if base_ids:
+            terms.append((self.compute(base_ids[0], name), base_coef))
+        out = self._output_buffer(node_id, self.reference(node_id).info(name).shape)
+        first = True
+        for x, c in terms:
+            if x is not None and c != 0.0:
+                self._axpy(out, x, c, first)
+                first = False
+        if first:
+            out.zero_()
+        return out
+
+    def _output_buffer(self, node_id: str, shape: tuple[int, ...]) -> torch.Tensor:
+        """An fp32 tensor for a node's result; while streaming to disk, one reused buffer per node
+        (the result is written before the next name), which spares the allocator's page faults."""
+        numel = math.prod(shape)
+        if not self.reuse_buffers:
+            return torch.empty(shape, dtype=self.compute_dtype, device=self.device)
+        buf = self._out_buffers.get(node_id)
+        if buf is None or buf.numel() < numel:
+            buf = self._out_buffers[node_id] = torch.empty(numel, dtype=self.compute_dtype, device=self.device)
+        return buf[:numel].view(shape)
+
+    def _axpy(self, out: torch.Tensor, x: torch.Tensor, coef: float, first: bool) -> None:
+        """``out = coef·x`` when ``first`` else ``out += coef·x``. On the CPU a stored fp16/bf16 ``x`` is
+        converted chunk by chunk through a small scratch buffer: torch's mixed-dtype add is not
+        vectorised there (about 8× slower than converting first)."""
+        if x.dtype == out.dtype or out.device.type != "cpu":
+            if first:
+                torch.mul(x, coef, out=out) if x.dtype == out.dtype else out.copy_(x).mul_(coef)
+            else:
+                out.add_(x, alpha=coef)
+            return
+        if self._scratch is None:
+            self._scratch = torch.empty(_CHUNK, dtype=out.dtype)
+        flat_out, flat_x = out.view(-1), x.reshape(-1)
+        for start in range(0, flat_out.numel(), _CHUNK):
+            o = flat_out[start:start + _CHUNK]
+            if first:
+                o.copy_(flat_x[start:start + _CHUNK]).mul_(coef)
+            else:
+                tmp = self._scratch[: o.numel()]
+                tmp.copy_(flat_x[start:start + _CHUNK])
+                o.add_(tmp, alpha=coef)
 
     def _merge(self, node_id: str, name: str) -> torch.Tensor:
         ref_info = self.reference(node_id).info(name)
         spec = get_method(self.recipe.nodes[node_id].params["method"])
-        inputs, params, ctx = self.merge_inputs(node_id, name)
         try:
-            out = spec.merge(inputs, params, ctx)
+            if spec.linear is not None:
+                out = self._linear_merge(node_id, name)
+            else:
+                inputs, params, ctx = self.merge_inputs(node_id, name)
+                out = spec.merge(inputs, params, ctx)
         except EngineInputError as exc:
             raise EngineInputError(f"{spec.label} failed on tensor '{name}': {exc}", tensor=name) from exc
         if tuple(out.shape) != ref_info.shape:
@@ -250,6 +329,7 @@ class GraphRun:
     # ---- outputs -------------------------------------------------------------------------------
     def materialize(self, node_id: str) -> dict[str, torch.Tensor]:
         """A node's whole output state dict on the device (fp32 for float tensors)."""
+        self.reuse_buffers = False
         if self.kinds.get(node_id) not in (MODEL, DELTA):
             raise EngineInputError(f"node '{node_id}' does not produce weights")
         self.gather_statistics([node_id])
@@ -257,7 +337,7 @@ class GraphRun:
         tracker = ProgressTracker(self.progress, f"computing {node_id}", len(infos))
         out: dict[str, torch.Tensor] = {}
         for name in self._stream([i.name for i in infos], self._checkpoints_for([node_id])):
-            value = self.compute(node_id, name)
+            value = self.value(node_id, name)
             out[name] = torch.zeros(self.reference(node_id).info(name).shape, device=self.device) if value is None else value
             tracker.advance()
         return out

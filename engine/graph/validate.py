@@ -47,15 +47,17 @@ def topological_order(recipe: Recipe) -> list[str]:
     return order
 
 
-def output_kinds(recipe: Recipe, checkpoints: Mapping[str, Checkpoint]) -> dict[str, str | None]:
-    """The kind each node produces (model / delta / results / None), given the opened checkpoints."""
+def output_kinds(recipe: Recipe, checkpoints: Mapping[str, Checkpoint],
+                 checkpoint_kinds: Mapping[str, str] | None = None) -> dict[str, str | None]:
+    """The kind each node produces (model / delta / results / None), given the opened checkpoints
+    or, for checkpoints not opened, ``checkpoint_kinds`` (node id → kind; default model)."""
     kinds: dict[str, str | None] = {}
     for nid in topological_order(recipe):
         node = recipe.nodes[nid]
         ntype = get_node_type(node.type)
         if node.type == "checkpoint":
             ckpt = checkpoints.get(nid)
-            kinds[nid] = ckpt.kind if ckpt is not None else MODEL
+            kinds[nid] = ckpt.kind if ckpt is not None else (checkpoint_kinds or {}).get(nid, MODEL)
         elif node.type == "scale":
             src = recipe.inputs(nid, "input")
             kinds[nid] = kinds.get(src[0]) if src else DELTA
@@ -146,8 +148,12 @@ def _check_merge(recipe: Recipe, nid: str, kinds: dict[str, str | None]) -> tupl
     return spec, problems
 
 
-def validate(recipe: Recipe, *, open_files: bool = True) -> list[Problem]:
-    """Every problem of the recipe; an empty list means it can run."""
+def validate(recipe: Recipe, *, open_files: bool = True,
+             checkpoint_kinds: Mapping[str, str] | None = None) -> list[Problem]:
+    """Every problem of the recipe; an empty list means it can run.
+
+    With ``open_files=False`` nothing is read from disk (cheap enough for every edit in the GUI);
+    ``checkpoint_kinds`` then tells which checkpoint nodes give task vectors (LoRA adapters)."""
     problems: list[Problem] = []
     known: dict[str, Any] = {}
     for nid, node in recipe.nodes.items():
@@ -176,7 +182,7 @@ def validate(recipe: Recipe, *, open_files: bool = True) -> list[Problem]:
         return [Problem(n, m) for n, m in exc.problems]
 
     checkpoints = open_checkpoints(recipe, problems) if open_files else {}
-    kinds = output_kinds(recipe, checkpoints)
+    kinds = output_kinds(recipe, checkpoints, checkpoint_kinds)
     for nid, node in recipe.nodes.items():
         ntype = known[nid]
         for port in ntype.inputs:

@@ -1,0 +1,573 @@
+"""GraphScene: the QGraphicsScene mirroring a Recipe (model/view, after Orange's canvas).
+
+The scene never owns graph state. Every user gesture becomes a command from ``app.commands`` pushed on
+the undo stack; the command edits the Recipe; the Recipe's change events update the items here. Output
+kinds, port fill and validation marks are refreshed once per burst of events (a zero-delay timer), or
+at once with ``revalidate()``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Iterable, Sequence
+
+from PySide6.QtCore import QMimeData, QPointF, QRectF, Qt, QTimer, Signal
+from PySide6.QtGui import QColor, QUndoStack
+from PySide6.QtWidgets import (QGraphicsScene, QGraphicsSceneDragDropEvent, QGraphicsSceneMouseEvent, QToolTip,
+                               QWidget)
+
+from app.commands import AddNodeCommand, ConnectCommand, DisconnectCommand, MoveNodesCommand, PasteCommand, RemoveNodesCommand
+from app.graph import style
+from app.graph.items import DragEdgeItem, EdgeItem, NodeItem, PortItem
+from app.graph.palette import NODE_MIME, default_params
+from engine.errors import EngineInputError, RecipeError
+from engine.graph.nodes import DELTA, MODEL, get_node_type
+from engine.graph.recipe import Edge, Node, Recipe
+from engine.graph.validate import Problem, output_kinds, topological_order, validate
+from engine.methods import get_method
+
+CHECKPOINT_MIME = "application/x-weightsmith-checkpoint"
+SCENE_EXTENT = 50_000.0
+COLUMN_GAP, ROW_GAP = 270.0, 150.0
+_GENERIC_FILE_STEMS = {"model", "pytorch_model", "adapter_model", "diffusion_pytorch_model"}
+
+
+def auto_layout(recipe: Recipe) -> dict[str, tuple[float, float]]:
+    """Positions for nodes that have none: one column per depth in the graph, rows in recipe order."""
+    try:
+        order = topological_order(recipe)
+    except RecipeError:
+        order = list(recipe.nodes)
+    depth: dict[str, int] = {}
+    for nid in order:
+        srcs = [depth[e.src] for e in recipe.input_edges(nid) if e.src in depth]
+        depth[nid] = 1 + max(srcs) if srcs else 0
+    rows: dict[int, int] = defaultdict(int)
+    out = {}
+    for nid in recipe.nodes:
+        col = depth.get(nid, 0)
+        out[nid] = (col * COLUMN_GAP, rows[col] * ROW_GAP)
+        rows[col] += 1
+    return out
+
+
+def checkpoint_id_prefix(path: str) -> str:
+    """A readable node id for a checkpoint file or folder (``…/llama-ft/model.safetensors`` → ``llama-ft``)."""
+    p = Path(path)
+    stem = p.stem if p.suffix in (".safetensors", ".bin", ".pt", ".pth", ".ckpt") else p.name
+    return p.parent.name if stem in _GENERIC_FILE_STEMS and p.parent.name else stem
+
+
+def _short_path(path: str) -> str:
+    """The file name, with its folder when the name alone says nothing (``digits/model.safetensors``)."""
+    p = Path(path)
+    return f"{p.parent.name}/{p.name}" if p.stem in _GENERIC_FILE_STEMS and p.parent.name else p.name
+
+
+def _stored_pos(node: Node) -> tuple[float, float] | None:
+    pos = node.ui.get("pos")
+    if isinstance(pos, (list, tuple)) and len(pos) == 2 and all(isinstance(v, (int, float)) for v in pos):
+        return float(pos[0]), float(pos[1])
+    return None
+
+
+def _subscription(recipe: Recipe, listener: Any) -> Any:
+    """Subscribe ``listener``; returns a function that unsubscribes it once (safe to call again)."""
+    recipe.subscribe(listener)
+    state = {"subscribed": True}
+
+    def unsubscribe(*_args: Any) -> None:
+        if state["subscribed"]:
+            state["subscribed"] = False
+            recipe.unsubscribe(listener)
+    return unsubscribe
+
+
+def _dropped_paths(mime: QMimeData) -> list[str]:
+    """Checkpoint paths carried by a drag: our own MIME type, or local files from a file manager."""
+    if mime.hasFormat(CHECKPOINT_MIME):
+        try:
+            paths = json.loads(bytes(mime.data(CHECKPOINT_MIME).data()).decode("utf-8"))
+        except ValueError:
+            return []
+        return [str(p) for p in paths] if isinstance(paths, list) else []
+    return [u.toLocalFile() for u in mime.urls() if u.isLocalFile()]
+
+
+class GraphScene(QGraphicsScene):
+    """The merge graph's scene. Signals: ``nodeSelected(id)`` ("" unless exactly one node is selected),
+    ``connectionRefused(reason)``, ``problemsChanged(list[Problem])`` after each validation."""
+
+    nodeSelected = Signal(str)
+    connectionRefused = Signal(str)
+    problemsChanged = Signal(list)
+
+    def __init__(self, recipe: Recipe, undo_stack: QUndoStack, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.recipe = recipe
+        self.undo_stack = undo_stack
+        self.problems: list[Problem] = []
+        self._nodes: dict[str, NodeItem] = {}
+        self._edges: dict[Edge, EdgeItem] = {}
+        self._auto_pos: dict[str, tuple[float, float]] = {}
+        self._kind_cache: dict[str, str] = {}
+        self._drag: SimpleNamespace | None = None
+        self._selected = ""
+        self._selection_batch = False
+        self._paste_count = 0
+        self.setSceneRect(-SCENE_EXTENT, -SCENE_EXTENT, 2 * SCENE_EXTENT, 2 * SCENE_EXTENT)
+        self._refresh_timer = QTimer(self, singleShot=True, interval=0)
+        self._refresh_timer.timeout.connect(self.revalidate)
+        self.selectionChanged.connect(self._on_selection_changed)
+        self._unsubscribe = _subscription(recipe, self._on_recipe_event)
+        self.destroyed.connect(self._unsubscribe)
+        self._rebuild()
+
+    def detach(self) -> None:
+        """Stop listening to the recipe (before dropping this scene while the recipe lives on)."""
+        self._unsubscribe()
+
+    # ---- queries -------------------------------------------------------------------------------
+    def node_item(self, node_id: str) -> NodeItem | None:
+        return self._nodes.get(node_id)
+
+    def edge_item(self, edge: Edge) -> EdgeItem | None:
+        return self._edges.get(edge)
+
+    def selected_node_ids(self) -> list[str]:
+        """Selected node ids, in recipe order."""
+        return [nid for nid, item in self._nodes.items() if item.isSelected()]
+
+    def select_node(self, node_id: str) -> None:
+        """Select exactly this node ("" clears the selection) and scroll it into view."""
+        self._select([node_id] if node_id in self._nodes else [])
+        if node_id in self._nodes:
+            for view in self.views():
+                view.ensureVisible(self._nodes[node_id], 40, 40)
+
+    def _select(self, node_ids: Iterable[str]) -> None:
+        """Make exactly these nodes selected, announcing the result once."""
+        self._selection_batch = True
+        try:
+            self.clearSelection()
+            for nid in node_ids:
+                self._nodes[nid].setSelected(True)
+        finally:
+            self._selection_batch = False
+        self._on_selection_changed()
+
+    def checkpoint_kind(self, path: str) -> str:
+        """``delta`` for a PEFT LoRA adapter folder, else ``model`` (the rule ``open_checkpoint`` follows;
+        decided from the folder listing alone, so it is instant)."""
+        resolved = str(self.recipe.resolve_path(path))
+        if resolved not in self._kind_cache:
+            self._kind_cache[resolved] = DELTA if (Path(resolved) / "adapter_config.json").is_file() else MODEL
+        return self._kind_cache[resolved]
+
+    def checkpoint_kinds(self) -> dict[str, str]:
+        """Checkpoint node id → the kind its file gives (LoRA adapters give task vectors)."""
+        return {nid: self.checkpoint_kind(n.params["path"])
+                for nid, n in self.recipe.nodes.items() if n.type == "checkpoint" and n.params.get("path")}
+
+    def output_kinds(self) -> dict[str, str | None]:
+        """The kind every node outputs now (LoRA checkpoints give task vectors)."""
+        try:
+            return output_kinds(self.recipe, {}, self.checkpoint_kinds())
+        except (RecipeError, EngineInputError):  # a cycle or unknown type: fall back to declared kinds
+            return {nid: self._declared_output(n.type) for nid, n in self.recipe.nodes.items()}
+
+    @staticmethod
+    def _declared_output(type_name: str) -> str | None:
+        try:
+            return get_node_type(type_name).output
+        except EngineInputError:
+            return None
+
+    def connection_problem(self, src: str, dst: str, port: str) -> str | None:
+        """Why ``src`` cannot feed ``dst.port``, or None when the connection is allowed."""
+        recipe = self.recipe
+        if src not in recipe.nodes or dst not in recipe.nodes:
+            return "that node is not in the recipe"
+        if src == dst:
+            return "a node cannot feed its own input"
+        try:
+            src_type, dst_type = get_node_type(recipe.nodes[src].type), get_node_type(recipe.nodes[dst].type)
+        except EngineInputError as exc:
+            return str(exc)
+        if src_type.output is None:
+            return f"{src_type.label} has no output to connect"
+        port_def = dst_type.port(port)
+        if port_def is None:
+            return f"{dst_type.label} has no input '{port}'"
+        label = port_def.label or port_def.name
+        if Edge(src, dst, port) in recipe.edges:
+            return f"'{src}' is already connected to {dst} › {label}"
+        if dst in recipe.upstream(src):
+            return f"that would make a cycle: '{src}' already depends on '{dst}'"
+        kinds = self.output_kinds()
+        kind = kinds.get(src)
+        if kind not in port_def.kinds:
+            wanted = " or ".join(style.kind_name(k) for k in port_def.kinds)
+            return f"{dst} › {label} takes {wanted}, but '{src}' gives {style.kind_name(kind)}"
+        existing = recipe.inputs(dst, port)
+        if existing and not port_def.multiple:
+            return f"{dst} › {label} takes one connection and already has '{existing[0]}' (delete that edge first)"
+        if dst_type.name == "add" and kind == MODEL and any(kinds.get(s) == MODEL for s in existing):
+            return "Add takes at most one model; connect task vectors to add onto it"
+        return None
+
+    # ---- edits (each one command on the undo stack) ---------------------------------------------
+    def add_node_at(self, node_type: str, pos: QPointF | Sequence[float], params: dict[str, Any] | None = None) -> str:
+        """Add a node whose top-left corner is at ``pos``, with the type's (and merge method's) default
+        parameters updated by ``params``; selects it and returns its id."""
+        full = default_params(node_type, params)
+        if node_type == "merge":
+            prefix = str(full.get("method") or "merge")
+        elif node_type == "checkpoint" and full.get("path"):
+            prefix = checkpoint_id_prefix(str(full["path"]))
+        else:
+            prefix = node_type
+        node_id = self.recipe.new_id(prefix)
+        x, y = (pos.x(), pos.y()) if isinstance(pos, QPointF) else pos
+        node = Node(node_id, node_type, full, {"pos": [float(round(x)), float(round(y))]})
+        self.undo_stack.push(AddNodeCommand(self.recipe, node))
+        self.select_node(node_id)
+        return node_id
+
+    def add_checkpoints_at(self, paths: Iterable[str], pos: QPointF) -> list[str]:
+        """One Checkpoint node per path, stacked downwards from ``pos``, as one undo step."""
+        paths = list(paths)
+        if not paths:
+            return []
+        self.undo_stack.beginMacro(f"Add {len(paths)} checkpoint{'s' if len(paths) > 1 else ''}")
+        ids = []
+        for i, path in enumerate(paths):
+            node_id = self.recipe.new_id(checkpoint_id_prefix(path))
+            y = pos.y() + i * (style.HEADER_H + style.SUBTITLE_H + style.PORT_ROW_H + 36)
+            node = Node(node_id, "checkpoint", default_params("checkpoint", {"path": path}),
+                        {"pos": [float(round(pos.x())), float(round(y))]})
+            self.undo_stack.push(AddNodeCommand(self.recipe, node))
+            ids.append(node_id)
+        self.undo_stack.endMacro()
+        self._select(ids)
+        return ids
+
+    def connect_nodes(self, src: str, dst: str, port: str, screen_pos: QPointF | None = None) -> bool:
+        """Connect ``src`` into ``dst.port`` if allowed; otherwise emit ``connectionRefused(reason)``
+        (and show the reason as a tooltip at ``screen_pos``)."""
+        reason = self.connection_problem(src, dst, port)
+        if reason is not None:
+            self.connectionRefused.emit(reason)
+            if screen_pos is not None:
+                QToolTip.showText(screen_pos.toPoint(), f"Cannot connect: {reason}")
+            return False
+        self.undo_stack.push(ConnectCommand(self.recipe, Edge(src, dst, port)))
+        return True
+
+    def delete_selected(self) -> None:
+        """Delete the selected nodes (with their edges) and selected edges, as one undo step."""
+        node_ids = self.selected_node_ids()
+        edges = [e for e in self.recipe.edges
+                 if e in self._edges and self._edges[e].isSelected() and e.src not in node_ids and e.dst not in node_ids]
+        if not node_ids and not edges:
+            return
+        macro = bool(node_ids) + len(edges) > 1
+        if macro:
+            self.undo_stack.beginMacro("Delete selection")
+        if node_ids:
+            self.undo_stack.push(RemoveNodesCommand(self.recipe, node_ids))
+        for e in edges:
+            self.undo_stack.push(DisconnectCommand(self.recipe, e))
+        if macro:
+            self.undo_stack.endMacro()
+
+    def copy_selected(self) -> dict[str, Any]:
+        """The selected nodes and the edges among them, as ``{"nodes": [...], "edges": [...]}`` JSON."""
+        ids = self.selected_node_ids()
+        nodes = []
+        for nid in ids:
+            data = self.recipe.nodes[nid].to_json()
+            data.setdefault("ui", {})["pos"] = [self._nodes[nid].x(), self._nodes[nid].y()]
+            nodes.append(data)
+        self._paste_count = 0
+        edges = [e.to_json() for e in self.recipe.edges if e.src in ids and e.dst in ids]
+        return {"nodes": nodes, "edges": edges}
+
+    def paste(self, data: dict[str, Any], offset: Sequence[float] | None = None) -> list[str]:
+        """Add copies of a ``copy_selected`` fragment with fresh ids (shifted by ``offset``, by default a
+        little further on each paste); selects and returns the new ids."""
+        nodes = data.get("nodes") if isinstance(data, dict) else None
+        if not nodes:
+            return []
+        if offset is None:
+            self._paste_count += 1
+            offset = (30.0 * self._paste_count, 30.0 * self._paste_count)
+        try:
+            cmd = PasteCommand(self.recipe, nodes, data.get("edges", []), offset)
+        except ValueError as exc:
+            self.connectionRefused.emit(f"cannot paste: {exc}")
+            return []
+        self.undo_stack.push(cmd)
+        new_ids = list(cmd.new_ids.values())
+        self._select(new_ids)
+        return new_ids
+
+    def duplicate_selected(self) -> list[str]:
+        return self.paste(self.copy_selected())
+
+    def _commit_moves(self) -> None:
+        """After a drag, record the moved nodes' new positions as one MoveNodesCommand."""
+        moves = {}
+        for nid, item in self._nodes.items():
+            stored = _stored_pos(self.recipe.nodes[nid])
+            ref = stored if stored is not None else self._auto_pos.get(nid)
+            new = (float(round(item.x())), float(round(item.y())))
+            if ref is None or abs(ref[0] - item.x()) > 0.5 or abs(ref[1] - item.y()) > 0.5:
+                moves[nid] = (stored, new)
+        if moves:
+            self.undo_stack.push(MoveNodesCommand(self.recipe, moves))
+
+    # ---- mirroring the recipe ------------------------------------------------------------------
+    def _on_recipe_event(self, event: str, details: dict[str, Any]) -> None:
+        if event == "node_added":
+            self._add_node_item(details["node_id"])
+        elif event == "node_removed":
+            self._remove_node_item(details["node_id"])
+        elif event == "edge_added":
+            self._add_edge_item(details["edge"])
+        elif event == "edge_removed":
+            self._remove_edge_item(details["edge"])
+        elif event == "params_changed":
+            self._refresh_node(details["node_id"])
+        elif event == "ui_changed":
+            self._place(details["node_id"])
+        elif event == "reset":
+            self._rebuild()
+        self._refresh_timer.start()
+
+    def _rebuild(self) -> None:
+        for edge in list(self._edges):
+            self._remove_edge_item(edge)
+        for nid in list(self._nodes):
+            self._remove_node_item(nid)
+        layout = auto_layout(self.recipe)
+        for nid in self.recipe.nodes:
+            self._add_node_item(nid, layout)
+        for edge in self.recipe.edges:
+            self._add_edge_item(edge)
+        self.revalidate()
+
+    def _add_node_item(self, node_id: str, layout: dict[str, tuple[float, float]] | None = None) -> None:
+        node = self.recipe.nodes[node_id]
+        try:
+            ntype = get_node_type(node.type)
+        except EngineInputError:
+            ntype = None  # shown without ports; validation marks it
+        item = NodeItem(node_id, ntype, node.type)
+        self.addItem(item)
+        self._nodes[node_id] = item
+        self._place(node_id, layout)
+        self._refresh_node(node_id)
+
+    def _remove_node_item(self, node_id: str) -> None:
+        item = self._nodes.pop(node_id)
+        if self._drag is not None and item in (self._drag.port.node, getattr(self._drag.target, "node", None)):
+            self._cancel_drag()
+        self._auto_pos.pop(node_id, None)
+        for edge_item in list(item.edges):
+            self._remove_edge_item(edge_item.edge)
+        self.removeItem(item)
+
+    def _add_edge_item(self, edge: Edge) -> None:
+        src, dst = self._nodes.get(edge.src), self._nodes.get(edge.dst)
+        if src is None or dst is None:
+            return  # a dangling edge in a malformed recipe: validation reports it
+        item = EdgeItem(edge, src, dst)
+        self.addItem(item)
+        self._edges[edge] = item
+
+    def _remove_edge_item(self, edge: Edge) -> None:
+        item = self._edges.pop(edge, None)
+        if item is not None:
+            item.detach()
+            self.removeItem(item)
+
+    def _place(self, node_id: str, layout: dict[str, tuple[float, float]] | None = None) -> None:
+        """Put a node's item at its stored position, or where ``auto_layout`` puts it."""
+        item = self._nodes[node_id]
+        pos = _stored_pos(self.recipe.nodes[node_id])
+        if pos is None:
+            pos = (layout or auto_layout(self.recipe))[node_id]
+            self._auto_pos[node_id] = pos
+        else:
+            self._auto_pos.pop(node_id, None)
+        item.setPos(*pos)
+
+    def _refresh_node(self, node_id: str) -> None:
+        """Update a node's subtitle, badges and help from its parameters."""
+        node = self.recipe.nodes[node_id]
+        item = self._nodes[node_id]
+        badges: list[tuple[str, QColor]] = []
+        help_text = item.node_type.help if item.node_type else ""
+        if node.type == "checkpoint":
+            path = str(node.params.get("path") or "")
+            subtitle = _short_path(path) if path else "no file set"
+            help_text = path or help_text
+            if path and self.checkpoint_kind(path) == DELTA:
+                badges.append(("LoRA", style.KIND_COLORS[DELTA]))
+        elif node.type == "merge":
+            method = str(node.params.get("method", ""))
+            try:
+                spec = get_method(method)
+            except EngineInputError:
+                subtitle = f"unknown method '{method}'"
+            else:
+                subtitle, help_text = spec.label, spec.summary
+                badges = [(r.value, style.REQUIREMENT_COLORS.get(r.value, style.UNKNOWN_KIND))
+                          for r in sorted(spec.requirements, key=lambda r: r.value)]
+        elif node.type == "scale":
+            factor = node.params.get("factor", 1.0)
+            subtitle = f"× {factor:g}" if isinstance(factor, (int, float)) else f"× {factor}"
+        elif node.type == "save":
+            path = str(node.params.get("path") or "")
+            subtitle = Path(path).name if path else "no output folder set"
+            badges.append((str(node.params.get("dtype", "auto")), style.UNKNOWN_KIND))
+        else:
+            subtitle = help_text
+        item.set_content(subtitle, badges, help_text)
+
+    def revalidate(self) -> None:
+        """Refresh output kinds, port fill and the validation marks of every node now."""
+        self._refresh_timer.stop()
+        kinds = self.output_kinds()
+        connected: dict[str, set[str]] = defaultdict(set)
+        for e in self.recipe.edges:
+            connected[e.dst].add(e.port)
+        for nid, item in self._nodes.items():
+            if item.output is not None:
+                item.output.set_output_kind(kinds.get(nid))
+            item.set_connected(connected[nid])
+        into: dict[tuple[str, str], list[Edge]] = defaultdict(list)
+        for e in self.recipe.edges:
+            into[(e.dst, e.port)].append(e)
+        for edge, edge_item in self._edges.items():
+            edge_item.set_kind(kinds.get(edge.src))
+            siblings = into[(edge.dst, edge.port)]
+            edge_item.set_slot(siblings.index(edge), len(siblings))
+        self.problems = validate(self.recipe, open_files=False, checkpoint_kinds=self.checkpoint_kinds())
+        by_node: dict[str, list[str]] = defaultdict(list)
+        for p in self.problems:
+            if p.node_id is not None:
+                by_node[p.node_id].append(p.message)
+        for nid, item in self._nodes.items():
+            item.set_problems(by_node.get(nid, []))
+        self.problemsChanged.emit(self.problems)
+
+    def _on_selection_changed(self) -> None:
+        if self._selection_batch:
+            return
+        ids = self.selected_node_ids()
+        current = ids[0] if len(ids) == 1 else ""
+        if current != self._selected:
+            self._selected = current
+            self.nodeSelected.emit(current)
+
+    # ---- connection dragging (called by PortItem) ----------------------------------------------
+    def begin_connection(self, port: PortItem, scene_pos: QPointF) -> None:
+        line = DragEdgeItem(style.kind_color(port.kinds[0]))
+        self.addItem(line)
+        self._drag = SimpleNamespace(port=port, line=line, target=None)
+        self.drag_connection(scene_pos)
+
+    def _target_at(self, scene_pos: QPointF) -> PortItem | None:
+        """The port a connection dragged from ``self._drag.port`` would attach to at ``scene_pos``."""
+        want_output = not self._drag.port.is_output
+        for item in self.items(QRectF(scene_pos - QPointF(6, 6), scene_pos + QPointF(6, 6))):
+            if isinstance(item, PortItem) and item.is_output == want_output:
+                return item
+            if isinstance(item, NodeItem):
+                return item.output if want_output else item.nearest_input(scene_pos)
+        return None
+
+    @staticmethod
+    def _endpoints(start: PortItem, target: PortItem | None) -> tuple[str, str, str] | None:
+        """(src, dst, port) of a connection dragged from ``start`` to ``target``."""
+        if target is None:
+            return None
+        out, inp = (start, target) if start.is_output else (target, start)
+        return out.node.node_id, inp.node.node_id, inp.name
+
+    def drag_connection(self, scene_pos: QPointF) -> None:
+        if self._drag is None:
+            return
+        target = self._target_at(scene_pos)
+        if self._drag.target is not None and self._drag.target is not target:
+            self._drag.target.highlight = None
+            self._drag.target.update()
+        self._drag.target = target
+        ends = self._endpoints(self._drag.port, target)
+        refused = ends is not None and self.connection_problem(*ends) is not None
+        if target is not None:
+            target.highlight = not refused
+            target.update()
+        start = self._drag.port.scenePos()
+        snap = target.scenePos() if target is not None else scene_pos
+        out_pos, in_pos = (start, snap) if self._drag.port.is_output else (snap, start)
+        self._drag.line.set_ends(out_pos, in_pos, refused)
+
+    def end_connection(self, scene_pos: QPointF, screen_pos: QPointF | None = None) -> None:
+        if self._drag is None:
+            return
+        self.drag_connection(scene_pos)
+        ends = self._endpoints(self._drag.port, self._drag.target)
+        self._cancel_drag()
+        if ends is not None:
+            self.connect_nodes(*ends, screen_pos=screen_pos)
+
+    def _cancel_drag(self) -> None:
+        """Remove the dragged connection's line and highlight."""
+        drag, self._drag = self._drag, None
+        self.removeItem(drag.line)
+        if drag.target is not None:
+            drag.target.highlight = None
+            drag.target.update()
+
+    # ---- Qt event handlers ---------------------------------------------------------------------
+    def mouseReleaseEvent(self, event: QGraphicsSceneMouseEvent) -> None:  # noqa: N802 (Qt's name)
+        super().mouseReleaseEvent(event)
+        if event.button() == Qt.MouseButton.LeftButton:
+            self._commit_moves()
+
+    @staticmethod
+    def _accepts(mime: QMimeData) -> bool:
+        return mime.hasFormat(NODE_MIME) or mime.hasFormat(CHECKPOINT_MIME) or bool(_dropped_paths(mime))
+
+    def dragEnterEvent(self, event: QGraphicsSceneDragDropEvent) -> None:  # noqa: N802 (Qt's name)
+        if self._accepts(event.mimeData()):
+            event.acceptProposedAction()
+        else:
+            super().dragEnterEvent(event)
+
+    def dragMoveEvent(self, event: QGraphicsSceneDragDropEvent) -> None:  # noqa: N802 (Qt's name)
+        if self._accepts(event.mimeData()):
+            event.acceptProposedAction()
+        else:
+            super().dragMoveEvent(event)
+
+    def dropEvent(self, event: QGraphicsSceneDragDropEvent) -> None:  # noqa: N802 (Qt's name)
+        mime = event.mimeData()
+        corner = event.scenePos() - QPointF(style.NODE_WIDTH / 2, style.HEADER_H / 2)
+        if mime.hasFormat(NODE_MIME):
+            try:
+                data = json.loads(bytes(mime.data(NODE_MIME).data()).decode("utf-8"))
+                self.add_node_at(str(data["type"]), corner, dict(data.get("params", {})))
+            except (ValueError, KeyError, TypeError, EngineInputError):
+                event.ignore()
+                return
+        elif not self.add_checkpoints_at(_dropped_paths(mime), corner):
+            super().dropEvent(event)
+            return
+        event.acceptProposedAction()
