@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 from typing import Any
 
@@ -20,6 +21,14 @@ def put_nodes(data: dict[str, Any]) -> None:
     QGuiApplication.clipboard().setMimeData(mime)
 
 
+def _release() -> None:
+    """Drop our fragment from the clipboard before the interpreter shuts down: PySide6 crashes when
+    QClipboard deletes Python-created mime data during finalization (seen with 6.12)."""
+    app = QGuiApplication.instance()
+    if app is not None and app.clipboard().mimeData() is not None and app.clipboard().mimeData().hasFormat(NODES_MIME):
+        app.clipboard().clear()
+
+
 def get_nodes() -> dict[str, Any] | None:
     """The fragment on the clipboard, or None when it holds something else."""
     mime = QGuiApplication.clipboard().mimeData()
@@ -30,3 +39,6 @@ def get_nodes() -> dict[str, Any] | None:
     except ValueError:
         return None
     return data if isinstance(data, dict) and isinstance(data.get("nodes"), list) else None
+
+
+atexit.register(_release)
