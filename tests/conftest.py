@@ -12,6 +12,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+# Tests run many small tensor ops; on a 2-core machine one intra-op thread is faster and deterministic.
+torch.set_num_threads(1)
+
 
 def make_state_dict(seed: int, layers: int = 3, width: int = 8) -> dict[str, torch.Tensor]:
     """A small Llama-shaped state dict: embeddings, numbered layers, a norm, an int buffer."""

@@ -69,7 +69,9 @@ def test_palette_lists_every_method_and_adds_the_chosen_one(qtbot, graph) -> Non
     graph.view.open_palette(QPoint(200, 200))
     palette = graph.view.palette_popup.palette_widget
     qtbot.keyClicks(palette.search, "task arith")
-    assert [e.label for e in palette.entries()] == ["Merge ▸ Task Arithmetic"]
+    shown = [e.label for e in palette.entries()]
+    assert "Merge ▸ Task Arithmetic" in shown and "Checkpoint" not in shown
+    assert palette.list.currentItem().text() == "Merge ▸ Task Arithmetic"
     qtbot.keyClick(palette.search, Qt.Key.Key_Return)
 
     node = graph.recipe.node("task_arithmetic")
@@ -231,7 +233,7 @@ def drop(view: GraphView, mime: QMimeData, pos: QPoint) -> None:
     """Deliver a full drag-and-drop sequence to the view's viewport."""
     actions = Qt.DropAction.CopyAction
     buttons, mods = Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier
-    for event in (QDragEnterEvent(QPointF(pos), actions, mime, buttons, mods), QDragMoveEvent(QPointF(pos), actions, mime, buttons, mods),
+    for event in (QDragEnterEvent(pos, actions, mime, buttons, mods), QDragMoveEvent(pos, actions, mime, buttons, mods),
                   QDropEvent(QPointF(pos), actions, mime, buttons, mods)):
         QApplication.sendEvent(view.viewport(), event)
 

@@ -1,7 +1,7 @@
 """Graphics items of the merge graph: nodes with typed ports, bezier edges, the edge being dragged.
 
 Items only draw and report gestures; what they show is pushed into them by ``GraphScene`` from the
-recipe. Ports call the scene's ``begin_connection``/``drag_connection``/``end_connection``.
+recipe. Connection drags from ports are handled by the scene (see ``GraphScene.mousePressEvent``).
 """
 
 from __future__ import annotations
@@ -124,19 +124,6 @@ class PortItem(QGraphicsItem):
     def hoverLeaveEvent(self, event: QGraphicsSceneHoverEvent) -> None:  # noqa: N802 (Qt's name)
         self._hover = False
         self.update()
-
-    def mousePressEvent(self, event: QGraphicsSceneMouseEvent) -> None:  # noqa: N802 (Qt's name)
-        if event.button() == Qt.MouseButton.LeftButton:
-            self.scene().begin_connection(self, event.scenePos())
-            event.accept()
-        else:
-            event.ignore()
-
-    def mouseMoveEvent(self, event: QGraphicsSceneMouseEvent) -> None:  # noqa: N802 (Qt's name)
-        self.scene().drag_connection(event.scenePos())
-
-    def mouseReleaseEvent(self, event: QGraphicsSceneMouseEvent) -> None:  # noqa: N802 (Qt's name)
-        self.scene().end_connection(event.scenePos(), event.screenPos())
 
 
 class NodeItem(QGraphicsItem):

@@ -148,7 +148,7 @@ class NodePalette(QWidget):
 
     def _filter(self, text: str) -> None:
         words = text.lower().split()
-        first = None
+        first = by_label = None  # Return takes the first entry whose name matches, else the first match
         for i in range(self.list.count()):
             item = self.list.item(i)
             entry: PaletteEntry = item.data(Qt.ItemDataRole.UserRole)
@@ -156,7 +156,9 @@ class NodePalette(QWidget):
             item.setHidden(hidden)
             if not hidden and first is None:
                 first = item
-        self.list.setCurrentItem(first)
+            if not hidden and by_label is None and all(w in entry.label.lower() for w in words):
+                by_label = item
+        self.list.setCurrentItem(by_label or first)
         if first is None:
             self.help.setText("No node or method matches.")
 

@@ -115,6 +115,7 @@ class GraphScene(QGraphicsScene):
         self._auto_pos: dict[str, tuple[float, float]] = {}
         self._kind_cache: dict[str, str] = {}
         self._drag: SimpleNamespace | None = None
+        self._drag_line: DragEdgeItem | None = None
         self._selected = ""
         self._selection_batch = False
         self._paste_count = 0
@@ -262,7 +263,8 @@ class GraphScene(QGraphicsScene):
         if reason is not None:
             self.connectionRefused.emit(reason)
             if screen_pos is not None:
-                QToolTip.showText(screen_pos.toPoint(), f"Cannot connect: {reason}")
+                point = screen_pos.toPoint() if isinstance(screen_pos, QPointF) else screen_pos
+                QToolTip.showText(point, f"Cannot connect: {reason}")
             return False
         self.undo_stack.push(ConnectCommand(self.recipe, Edge(src, dst, port)))
         return True
@@ -477,8 +479,14 @@ class GraphScene(QGraphicsScene):
 
     # ---- connection dragging (called by PortItem) ----------------------------------------------
     def begin_connection(self, port: PortItem, scene_pos: QPointF) -> None:
-        line = DragEdgeItem(style.kind_color(port.kinds[0]))
-        self.addItem(line)
+        # one line item lives as long as the scene and is only shown while dragging: adding and deleting
+        # an item inside the scene's own mouse-event delivery crashed PySide6 now and then
+        if self._drag_line is None:
+            self._drag_line = DragEdgeItem(style.kind_color(port.kinds[0]))
+            self.addItem(self._drag_line)
+        line = self._drag_line
+        line.color = style.kind_color(port.kinds[0])
+        line.setVisible(True)
         self._drag = SimpleNamespace(port=port, line=line, target=None)
         self.drag_connection(scene_pos)
 
@@ -530,13 +538,35 @@ class GraphScene(QGraphicsScene):
     def _cancel_drag(self) -> None:
         """Remove the dragged connection's line and highlight."""
         drag, self._drag = self._drag, None
-        self.removeItem(drag.line)
+        drag.line.setVisible(False)
         if drag.target is not None:
             drag.target.highlight = None
             drag.target.update()
 
     # ---- Qt event handlers ---------------------------------------------------------------------
+    # A connection drag is handled here, before any item sees the press: no port ever grabs the mouse.
+    # (With ports as mouse grabbers, PySide6 crashed now and then in Qt's ungrab after the release.)
+    def mousePressEvent(self, event: QGraphicsSceneMouseEvent) -> None:  # noqa: N802 (Qt's name)
+        if event.button() == Qt.MouseButton.LeftButton:
+            port = next((i for i in self.items(event.scenePos()) if isinstance(i, PortItem)), None)
+            if port is not None:
+                self.begin_connection(port, event.scenePos())
+                event.accept()
+                return
+        super().mousePressEvent(event)
+
+    def mouseMoveEvent(self, event: QGraphicsSceneMouseEvent) -> None:  # noqa: N802 (Qt's name)
+        if self._drag is not None:
+            self.drag_connection(event.scenePos())
+            event.accept()
+            return
+        super().mouseMoveEvent(event)
+
     def mouseReleaseEvent(self, event: QGraphicsSceneMouseEvent) -> None:  # noqa: N802 (Qt's name)
+        if self._drag is not None and event.button() == Qt.MouseButton.LeftButton:
+            self.end_connection(event.scenePos(), event.screenPos())
+            event.accept()
+            return
         super().mouseReleaseEvent(event)
         if event.button() == Qt.MouseButton.LeftButton:
             self._commit_moves()

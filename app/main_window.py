@@ -1,0 +1,668 @@
+"""The main window: Library (left), Graph (centre), Inspector (right), Tasks & Log and Results (bottom).
+
+The window owns the one ``Recipe`` the session edits, the undo stack every edit goes through, and the
+job manager that runs merges off the UI thread. It wires the panels together: selecting a node shows
+it in the Inspector, library entries become Checkpoint nodes, validation problems reach the Inspector,
+job errors become a dialog and a log line. It also owns the project: New/Open/Save, recent files,
+autosave and the recovery offer after a crash.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import logging
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QByteArray, QModelIndex, QPointF, Qt, QTimer, QUrl, Signal
+from PySide6.QtGui import QAction, QCloseEvent, QDesktopServices, QKeySequence, QUndoStack
+from PySide6.QtWidgets import (QApplication, QDockWidget, QFileDialog, QFrame, QHBoxLayout, QLabel, QMainWindow,
+                               QMessageBox, QPushButton, QSplitter, QToolBar, QToolButton, QVBoxLayout, QWidget)
+
+from app import theme
+from app.about import AboutDialog
+from app.formatting import human_count
+from app.graph import GraphScene, GraphView
+from app.graph.items import NodeItem
+from app.graph.palette import PaletteEntry, palette_entries
+from app.inspector.panel import InspectorPanel
+from app.library import LibraryPanel
+from app.library.model import PathRole
+from app.log_panel import LogPanel
+from app.logging_setup import log_file
+from app.project import SUFFIX, Autosave, Project, Recovery
+from app.results import install as install_results
+from app.settings import AppPaths, Settings
+from app.settings_dialog import SettingsDialog
+from app.status import StatusFields
+from app.tasks_panel import TasksPanel
+from app.workers import Job, JobManager
+from engine.errors import EngineInputError
+from engine.graph import Recipe, RunResult, run_recipe, validate
+
+log = logging.getLogger(__name__)
+
+AUTOSAVE_MS = 15_000
+PROJECT_FILTER = (f"Weightsmith projects (*{SUFFIX});;Recipes (*.json);;"
+                  "Checkpoints (*.safetensors *.bin *.pt *.pth *.ckpt *.index.json);;All files (*)")
+
+
+class RecoveryBanner(QFrame):
+    """"Weightsmith did not close properly" with Recover / Discard, shown above the graph."""
+
+    def __init__(self, recovery: Recovery, parent: QWidget | None = None):
+        super().__init__(parent, objectName="Banner")
+        self.recovery = recovery
+        icon = QLabel()
+        icon.setPixmap(theme.icon("warning", "warn").pixmap(18, 18))
+        text = QLabel(f"Weightsmith did not close properly. Unsaved work can be recovered: {recovery.describe()}.",
+                      wordWrap=True)
+        self.recover_button = QPushButton("Recover", objectName="Primary")
+        self.discard_button = QPushButton("Discard")
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(10, 6, 8, 6)
+        layout.addWidget(icon)
+        layout.addWidget(text, 1)
+        layout.addWidget(self.recover_button)
+        layout.addWidget(self.discard_button)
+
+
+class MainWindow(QMainWindow):
+    """The Weightsmith studio window. ``paths`` and ``settings`` default to the user's own."""
+
+    runFinished = Signal(object)  # the Job of a run, after it ended (any way)
+
+    def __init__(self, paths: AppPaths | None = None, settings: Settings | None = None):
+        super().__init__()
+        self.paths = paths or AppPaths.default()
+        self.settings = settings or Settings.load(self.paths)
+        self.project_path: Path | None = None
+        self.results_history: list[dict[str, Any]] = []
+        self.error_box: QMessageBox | None = None
+        self.run_job: Job | None = None
+        self._revision = 0
+        self._autosaved_revision = 0
+        self._recovered = False
+        self.setWindowIcon(theme.app_icon())
+        self.setDockNestingEnabled(True)
+
+        self.recipe = Recipe("untitled")
+        self.recipe.subscribe(self._on_recipe_event)
+        self.undo_stack = QUndoStack(self)
+        self.jobs = JobManager(self)
+        self.scene = GraphScene(self.recipe, self.undo_stack, self)
+        self.view = GraphView(self.scene)
+        self.library = LibraryPanel(self.jobs)
+        self.inspector = InspectorPanel(self.recipe, self.undo_stack, describe_checkpoint=self._describe_checkpoint,
+                                        layers_of=self._layers_of)
+        self.tasks = TasksPanel(self.jobs)
+        self.log_panel = LogPanel()
+        self.log_panel.attach()
+
+        self._build_central()
+        self._build_docks()
+        self._build_actions()
+        self._build_menus()
+        self._build_toolbar()
+        self.status = StatusFields(self.statusBar())
+        self.status.set_device(self.settings.device)
+
+        self.scene.nodeSelected.connect(self.inspector.show_node)
+        self.scene.problemsChanged.connect(self.inspector.set_problems)
+        self.scene.connectionRefused.connect(self._on_connection_refused)
+        self.library.errorOccurred.connect(self.show_error)
+        self.library.addToGraphRequested.connect(self.add_checkpoints_to_graph)
+        self.library.model.dataChanged.connect(self._refresh_checkpoint_inspector)
+        self.undo_stack.cleanChanged.connect(self._update_title)
+        self.jobs.busyChanged.connect(self._on_busy_changed)
+
+        self.autosave = Autosave(self.paths.autosave_dir)
+        self._autosave_timer = QTimer(self, interval=AUTOSAVE_MS)
+        self._autosave_timer.timeout.connect(self.autosave_now)
+        self._autosave_timer.start()
+        self.results_views = install_results(self)  # live tuning, results and analysis docks
+
+        self.resize(1500, 920)
+        self._restore_window_state()
+        self._update_title()
+        self._on_busy_changed(False)
+
+    # ---- construction ----------------------------------------------------------------------------
+    def _build_central(self) -> None:
+        self.banner_area = QVBoxLayout()
+        self.banner_area.setContentsMargins(6, 0, 6, 0)
+        central = QWidget()
+        layout = QVBoxLayout(central)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(4)
+        layout.addLayout(self.banner_area)
+        layout.addWidget(self.view, 1)
+        self.setCentralWidget(central)
+
+    def _dock(self, title: str, name: str, widget: QWidget, area: Qt.DockWidgetArea) -> QDockWidget:
+        dock = QDockWidget(title, self, objectName=name)
+        dock.setWidget(widget)
+        dock.setFeatures(QDockWidget.DockWidgetMovable | QDockWidget.DockWidgetFloatable
+                         | QDockWidget.DockWidgetClosable)
+        self.addDockWidget(area, dock)
+        return dock
+
+    def _build_docks(self) -> None:
+        self.library_dock = self._dock("Library", "LibraryDock", self.library, Qt.LeftDockWidgetArea)
+        self.inspector_dock = self._dock("Inspector", "InspectorDock", self.inspector, Qt.RightDockWidgetArea)
+        split = QSplitter(Qt.Horizontal, childrenCollapsible=False)
+        split.addWidget(self.tasks)
+        split.addWidget(self.log_panel)
+        split.setSizes([500, 700])
+        self.tasks_dock = self._dock("Tasks && Log", "TasksDock", split, Qt.BottomDockWidgetArea)
+        self.results_container = QWidget()
+        results_layout = QVBoxLayout(self.results_container)
+        results_layout.setContentsMargins(8, 8, 8, 8)
+        results_layout.addWidget(QLabel("Evaluation results appear here after an Evaluate node runs.",
+                                        objectName="Hint", alignment=Qt.AlignCenter))
+        self.results_dock = self._dock("Results", "ResultsDock", self.results_container, Qt.BottomDockWidgetArea)
+        self.tabifyDockWidget(self.tasks_dock, self.results_dock)
+        self.tasks_dock.raise_()
+        self.resizeDocks([self.library_dock, self.inspector_dock], [480, 400], Qt.Horizontal)
+        self.resizeDocks([self.tasks_dock], [230], Qt.Vertical)
+
+    def _act(self, text: str, slot, shortcut: QKeySequence | str | None = None, icon: str | None = None,
+             role: str = "icon", tip: str | None = None) -> QAction:
+        act = QAction(text, self)
+        if icon:
+            act.setIcon(theme.icon(icon, role))
+        if shortcut is not None:
+            act.setShortcut(QKeySequence(shortcut))
+        act.setToolTip(tip or text.replace("&", "").rstrip("…"))
+        act.setStatusTip(tip or "")
+        act.triggered.connect(lambda _checked=False: slot())
+        self.addAction(act)
+        return act
+
+    def _build_actions(self) -> None:
+        K = QKeySequence.StandardKey
+        self.new_action = self._act("&New Project", self.new_project, K.New, "new")
+        self.open_action = self._act("&Open…", self.open_project, K.Open, "open", tip="Open a project or recipe")
+        self.save_action = self._act("&Save", self.save_project, K.Save, "save")
+        self.save_as_action = self._act("Save &As…", self.save_project_as, K.SaveAs)
+        self.add_files_action = self.library.add_files_action
+        self.add_files_action.setShortcut(QKeySequence("Ctrl+Shift+O"))
+        self.add_folder_action = self.library.add_folder_action
+        self.settings_action = self._act("Se&ttings…", self.edit_settings, K.Preferences, "settings")
+        self.quit_action = self._act("&Quit", self.close, K.Quit)
+        self.about_action = self._act("&About Weightsmith", self.show_about, icon="info",
+                                      tip="Versions of Weightsmith, torch and Qt, the compute devices, the log file")
+        self.about_action.setMenuRole(QAction.MenuRole.AboutRole)
+        self.log_folder_action = self._act("Open &Log Folder", self.open_log_folder, icon="log",
+                                           tip="Show the folder of the log file (attach it to bug reports)")
+        self.undo_action = self.undo_stack.createUndoAction(self, "&Undo")
+        self.undo_action.setShortcut(K.Undo)
+        self.undo_action.setIcon(theme.icon("undo"))
+        self.redo_action = self.undo_stack.createRedoAction(self, "&Redo")
+        self.redo_action.setShortcut(K.Redo)
+        self.redo_action.setIcon(theme.icon("redo"))
+        self.delete_action = self._act("&Delete", self.delete_selection, K.Delete, "delete")
+        self.copy_action = self._act("&Copy", self.view.copy_to_clipboard, K.Copy, "copy")
+        self.paste_action = self._act("&Paste", self.view.paste_from_clipboard, K.Paste, "paste")
+        self.select_all_action = self._act("Select &All", self.select_all_nodes, K.SelectAll, "select-all")
+        self.fit_action = self._act("Zoom to &Fit", self.view.zoom_to_fit, "Ctrl+0", "zoom-fit")
+        self.zoom_in_action = self._act("Zoom &In", self.view.zoom_in, K.ZoomIn, "zoom-in")
+        self.zoom_out_action = self._act("Zoom &Out", self.view.zoom_out, K.ZoomOut, "zoom-out")
+        self.palette_action = self._act("Add &Node…", lambda: self.view.open_palette(), None, "add",
+                                        tip="Add a node (Tab or double-click in the graph)")
+        self.run_action = self._act("&Run", self.run_graph, "F5", "run", "ok",
+                                    tip="Run the graph: write every Save node (F5)")
+        self.cancel_action = self._act("&Cancel Run", self.cancel_run, "Esc", "stop", "err",
+                                       tip="Cancel the running task (Esc)")
+        self.validate_action = self._act("&Check Graph", self.check_graph, "F7", "check")
+        self.dark_action = self._act("&Dark", lambda: self.set_theme("dark"))
+        self.light_action = self._act("&Light", lambda: self.set_theme("light"))
+        for act in (self.dark_action, self.light_action):
+            act.setCheckable(True)
+        self.dark_action.setChecked(self.settings.theme == "dark")
+        self.light_action.setChecked(self.settings.theme == "light")
+
+    def _build_menus(self) -> None:
+        bar = self.menuBar()
+        file_menu = bar.addMenu("&File")
+        file_menu.addActions([self.new_action, self.open_action])
+        self.recent_menu = file_menu.addMenu("Open &Recent")
+        self.recent_menu.aboutToShow.connect(self._fill_recent_menu)
+        file_menu.addActions([self.save_action, self.save_as_action])
+        file_menu.addSeparator()
+        file_menu.addActions([self.add_files_action, self.add_folder_action])
+        file_menu.addSeparator()
+        file_menu.addAction(self.settings_action)
+        file_menu.addSeparator()
+        file_menu.addAction(self.quit_action)
+
+        edit = bar.addMenu("&Edit")
+        edit.addActions([self.undo_action, self.redo_action])
+        edit.addSeparator()
+        edit.addActions([self.copy_action, self.paste_action, self.delete_action, self.select_all_action])
+
+        graph = bar.addMenu("&Graph")
+        graph.addAction(self.palette_action)
+        add_menu = graph.addMenu("Add")
+        merge_menu = None
+        for entry in palette_entries():
+            if entry.node_type == "merge":
+                merge_menu = merge_menu or add_menu.addMenu(theme.icon("merge"), "Merge")
+                target, label = merge_menu, entry.label.split("▸")[-1].strip()
+            else:
+                target, label = add_menu, entry.label
+            act = target.addAction(label)
+            act.setToolTip(entry.help)
+            act.triggered.connect(lambda _c=False, e=entry: self.add_node(e))
+        graph.addSeparator()
+        graph.addActions([self.validate_action, self.run_action, self.cancel_action])
+
+        view = bar.addMenu("&View")
+        view.addActions([self.fit_action, self.zoom_in_action, self.zoom_out_action])
+        view.addSeparator()
+        for dock in (self.library_dock, self.inspector_dock, self.tasks_dock, self.results_dock):
+            view.addAction(dock.toggleViewAction())
+        view.addSeparator()
+        themes = view.addMenu("&Theme")
+        themes.addActions([self.dark_action, self.light_action])
+
+        help_menu = bar.addMenu("&Help")
+        help_menu.addActions([self.log_folder_action, self.about_action])
+
+    def _build_toolbar(self) -> None:
+        bar = QToolBar("Main", objectName="MainToolbar", movable=False)
+        bar.setToolButtonStyle(Qt.ToolButtonIconOnly)
+        bar.addActions([self.new_action, self.open_action, self.save_action])
+        bar.addSeparator()
+        bar.addActions([self.undo_action, self.redo_action])
+        bar.addSeparator()
+        bar.addActions([self.palette_action, self.fit_action])
+        bar.addSeparator()
+        run = QToolButton(objectName="RunButton")
+        run.setDefaultAction(self.run_action)
+        run.setToolButtonStyle(Qt.ToolButtonTextBesideIcon)
+        bar.addWidget(run)
+        bar.addAction(self.cancel_action)
+        spacer = QWidget()
+        spacer.setSizePolicy(spacer.sizePolicy().horizontalPolicy().Expanding,
+                             spacer.sizePolicy().verticalPolicy().Preferred)
+        bar.addWidget(spacer)
+        bar.addAction(self.settings_action)
+        self.addToolBar(Qt.TopToolBarArea, bar)
+
+    # ---- messages --------------------------------------------------------------------------------
+    def show_error(self, title: str, message: str) -> None:
+        """A readable, non-blocking error dialog, and the same text in the log; the app keeps working."""
+        log.error("%s: %s", title, message)
+        if self.error_box is not None and self.error_box.isVisible():
+            self.error_box.setText(f"{self.error_box.text()}\n\n{title}: {message}")
+            return
+        box = QMessageBox(QMessageBox.Warning, title, message, QMessageBox.Ok, self)
+        box.setWindowModality(Qt.WindowModal)
+        box.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        box.open()
+        self.error_box = box
+
+    # ---- graph -----------------------------------------------------------------------------------
+    def _view_centre(self) -> QPointF:
+        return self.view.mapToScene(self.view.viewport().rect().center())
+
+    def add_node(self, entry: PaletteEntry) -> str:
+        """Add a palette entry's node at the view's centre (a Save node starts from the settings)."""
+        if entry.node_type == "save":
+            out = Path(self.settings.output_dir) / f"{self.recipe.name}-merged"
+            entry = PaletteEntry(entry.label, "save", {"path": str(out), "dtype": self.settings.save_dtype,
+                                                       **entry.params}, entry.help)
+        return self.view.add_entry(entry)
+
+    def add_checkpoints_to_graph(self, paths: list[str]) -> list[str]:
+        """One Checkpoint node per library path, placed in the middle of the view."""
+        return self.scene.add_checkpoints_at(paths, self._view_centre() - QPointF(100, 40))
+
+    def delete_selection(self) -> None:
+        if self.library.table.hasFocus():
+            self.library.remove_selected()
+        else:
+            self.scene.delete_selected()
+
+    def select_all_nodes(self) -> None:
+        for item in self.scene.items():
+            if isinstance(item, NodeItem):
+                item.setSelected(True)
+
+    def check_graph(self) -> bool:
+        """Validate the structure now; problems go to the log and the status bar."""
+        problems = validate(self.recipe, open_files=False)
+        for p in problems:
+            log.warning("%s%s", f"[{p.node_id}] " if p.node_id else "", p.message)
+        self.statusBar().showMessage(f"{len(problems)} problem(s) in the graph; see the log" if problems
+                                     else "The graph is ready to run", 6000)
+        return not problems
+
+    def _on_recipe_event(self, event: str, details: dict[str, Any]) -> None:
+        self._revision += 1
+        if event in ("node_added", "params_changed", "reset"):
+            self._library_follow_graph()
+
+    def _library_follow_graph(self) -> None:
+        """Checkpoints used in the graph appear in the library too (inspected there)."""
+        listed = set(self.library.model.paths())
+        missing = []
+        for node in self.recipe.nodes.values():
+            if node.type == "checkpoint" and node.params.get("path"):
+                path = self.recipe.resolve_path(node.params["path"]).resolve()
+                if str(path) not in listed and path.exists():
+                    missing.append(str(path))
+        if missing:
+            self.library.add_paths(missing)
+
+    def _describe_checkpoint(self, path: str) -> str | None:
+        entry = self.library.model.entry(str(Path(path).resolve()))
+        if entry is None or entry.inspection is None:
+            return None
+        s = entry.inspection.summary
+        text = html.escape(f"{s.format} · {human_count(s.num_params)} parameters · {s.num_layers} layers")
+        if entry.compat is not None and not entry.compat.compatible:
+            why = html.escape(f"Does not fit the library's base: {entry.compat.reason()}")
+            text += f'<br><span style="color:{theme.color("warn").name()}">{why}</span>'
+        return text
+
+    def _layers_of(self, path: str) -> int:
+        entry = self.library.model.entry(str(Path(path).resolve()))
+        return entry.inspection.summary.num_layers if entry is not None and entry.inspection else 0
+
+    def _on_connection_refused(self, reason: str) -> None:
+        self.statusBar().showMessage(f"Cannot connect: {reason}", 6000)
+
+    def _refresh_checkpoint_inspector(self, top_left: QModelIndex, *_rest) -> None:
+        """A shown Checkpoint node's description follows its library entry (inspected, fit checked)."""
+        node = self.recipe.nodes.get(self.inspector.node_id)
+        if node is None or node.type != "checkpoint" or not node.params.get("path"):
+            return
+        if top_left.data(PathRole) == str(self.recipe.resolve_path(node.params["path"]).resolve()):
+            self.inspector.show_node(node.id)
+
+    # ---- running ---------------------------------------------------------------------------------
+    def run_graph(self) -> Job | None:
+        """Write every Save node of the graph in a worker; progress shows in the Tasks panel."""
+        if self.jobs.busy:
+            self.statusBar().showMessage("Wait for the running task to finish (or cancel it with Esc)", 4000)
+            return None
+        problems = validate(self.recipe, open_files=False)
+        if problems:
+            self.show_error("The graph cannot run yet",
+                            "\n".join(f"• {p.node_id + ': ' if p.node_id else ''}{p.message}" for p in problems))
+            return None
+        saves = [n for n in self.recipe.nodes.values() if n.type == "save"]
+        if not saves:
+            self.show_error("Nothing to run", "Add a Save node and connect a model to it.")
+            return None
+        existing = [self.recipe.resolve_path(n.params["path"]) for n in saves
+                    if self.recipe.resolve_path(n.params["path"]).exists()]
+        force = False
+        if existing:
+            answer = QMessageBox.question(self, "Replace existing output?",
+                                          "These output folders exist and will be replaced:\n"
+                                          + "\n".join(str(p) for p in existing),
+                                          QMessageBox.Yes | QMessageBox.Cancel, QMessageBox.Cancel)
+            if answer != QMessageBox.Yes:
+                return None
+            force = True
+        snapshot = self.recipe.copy()
+        device = self.settings.device
+        title = "Merge → " + ", ".join(Path(str(n.params["path"])).name for n in saves)
+
+        def work(progress, cancel) -> RunResult:
+            return run_recipe(snapshot, device=device, progress=progress, cancel=cancel, force=force)
+
+        job = self.jobs.submit(title, work, kind="merge")
+        job.succeeded.connect(self._on_run_succeeded)
+        job.failed.connect(lambda msg: self.show_error("The run failed", msg))
+        job.cancelled.connect(lambda: log.info("Run cancelled; no output was written"))
+        job.stateChanged.connect(lambda _s, j=job: j.state.finished and self.runFinished.emit(j))
+        self.run_job = job
+        log.info("Running %s on %s", title, self.status.device.label.text())
+        self.tasks_dock.raise_()
+        return job
+
+    def _on_run_succeeded(self, result: RunResult) -> None:
+        self.status.set_last_run(result.seconds)
+        for w in result.warnings:
+            log.warning(w)
+        for save_id, out in result.outputs.items():
+            log.info("Saved %s → %s", save_id, out)
+        self.statusBar().showMessage(f"Done: {len(result.outputs)} model(s) written in {result.seconds:.1f} s", 8000)
+
+    def cancel_run(self) -> None:
+        """Cancel the newest running or queued task."""
+        active = self.jobs.active()
+        if active:
+            active[-1].cancel()
+            self.statusBar().showMessage(f"Cancelling {active[-1].title}…", 4000)
+
+    def _on_busy_changed(self, busy: bool) -> None:
+        self.cancel_action.setEnabled(busy)
+        self.run_action.setEnabled(not busy)
+
+    # ---- projects --------------------------------------------------------------------------------
+    def project_state(self) -> Project:
+        """The open project as it would be saved."""
+        centre = self._view_centre()
+        layout = {"graph": {"zoom": self.view.zoom(), "centre": [centre.x(), centre.y()]},
+                  "docks": base64.b64encode(bytes(self.saveState())).decode("ascii")}
+        return Project(self.recipe.to_json(), layout, self.library.to_json(), list(self.results_history))
+
+    def apply_project(self, project: Project, path: Path | None, *, recovered: bool = False) -> None:
+        """Replace the open project (the undo history starts afresh)."""
+        loaded = Recipe.from_json(project.recipe, path.parent if path else None)
+        self.recipe.base_dir = loaded.base_dir
+        self.recipe.replace_with(loaded)
+        self.undo_stack.clear()
+        self.project_path = path
+        self.results_history = list(project.results)
+        self._recovered = recovered
+        graph_paths = [str(self.recipe.resolve_path(n.params["path"])) for n in self.recipe.nodes.values()
+                       if n.type == "checkpoint" and n.params.get("path")]
+        library = {**project.library, "base": project.library.get("base") or self._graph_base()}
+        self.library.load_json(library, graph_paths)
+        self.inspector.show_node("")
+        docks = project.layout.get("docks")
+        if docks:
+            self.restoreState(QByteArray(base64.b64decode(docks)))
+        graph = project.layout.get("graph")
+        if graph:
+            self.view.set_zoom(float(graph.get("zoom", 1.0)))
+            self.view.centerOn(*graph.get("centre", (0, 0)))
+        else:
+            QTimer.singleShot(0, self.view.zoom_to_fit)
+        self._autosaved_revision = self._revision
+        self._update_title()
+
+    def _graph_base(self) -> str | None:
+        """The checkpoint on the first merge's base input: the natural base for the library's fits."""
+        for nid, node in self.recipe.nodes.items():
+            base = self.recipe.inputs(nid, "base") if node.type == "merge" else []
+            if base and self.recipe.nodes[base[0]].type == "checkpoint":
+                path = self.recipe.nodes[base[0]].params.get("path")
+                return str(self.recipe.resolve_path(path)) if path else None
+        return None
+
+    def new_project(self) -> None:
+        if self.maybe_save():
+            self.apply_project(Project(Recipe("untitled").to_json()), None)
+
+    def open_project(self, path: str | Path | None = None) -> bool:
+        """Open a ``.wsproj`` project or a recipe ``.json`` (asks for a file when ``path`` is None); a
+        checkpoint file or folder goes to the library instead."""
+        if path is None:
+            chosen, _ = QFileDialog.getOpenFileName(self, "Open project, recipe or checkpoint", "", PROJECT_FILTER)
+            if not chosen:
+                return False
+            path = chosen
+        path = Path(path).resolve()
+        if path.is_dir() or path.suffix not in (SUFFIX, ".json") or path.name.endswith(".index.json"):
+            self.library.add_paths([path])
+            return True
+        if not self.maybe_save():
+            return False
+        try:
+            project = Project.load(path)
+        except EngineInputError as exc:
+            self.show_error("Cannot open the project", str(exc))
+            return False
+        self.apply_project(project, path if path.suffix == SUFFIX else None)
+        self.settings.add_recent(path)
+        log.info("Opened %s", path)
+        return True
+
+    def save_project(self) -> bool:
+        if self.project_path is None:
+            return self.save_project_as()
+        return self._write_project(self.project_path)
+
+    def save_project_as(self) -> bool:
+        start = str(self.project_path or Path.home() / f"{self.recipe.name}{SUFFIX}")
+        chosen, _ = QFileDialog.getSaveFileName(self, "Save project", start, PROJECT_FILTER)
+        if not chosen:
+            return False
+        path = Path(chosen)
+        if path.suffix != SUFFIX:
+            path = path.with_suffix(SUFFIX)
+        return self._write_project(path)
+
+    def _write_project(self, path: Path) -> bool:
+        try:
+            self.project_state().save(path)
+        except OSError as exc:
+            self.show_error("Cannot save the project", f"{path}: {exc.strerror or exc}")
+            return False
+        self.project_path = path.resolve()
+        self.recipe.base_dir = self.project_path.parent
+        self.undo_stack.setClean()
+        self._recovered = False
+        self.settings.add_recent(self.project_path)
+        self._update_title()
+        self.statusBar().showMessage(f"Saved {path}", 4000)
+        return True
+
+    @property
+    def modified(self) -> bool:
+        return not self.undo_stack.isClean() or self._recovered
+
+    def show_about(self) -> None:
+        AboutDialog(self).exec()
+
+    def open_log_folder(self) -> None:
+        path = log_file()
+        if path is None:
+            self.statusBar().showMessage("There is no log file: logging goes to the terminal only", 6000)
+            return
+        QDesktopServices.openUrl(QUrl.fromLocalFile(str(path.parent)))
+
+    def maybe_save(self) -> bool:
+        """Ask to save unsaved changes; False when the user cancels."""
+        if not self.modified:
+            return True
+        answer = QMessageBox.question(self, "Unsaved changes", "Save the changes to this project first?",
+                                      QMessageBox.Save | QMessageBox.Discard | QMessageBox.Cancel, QMessageBox.Save)
+        if answer == QMessageBox.Save:
+            return self.save_project()
+        return answer == QMessageBox.Discard
+
+    def _fill_recent_menu(self) -> None:
+        self.recent_menu.clear()
+        recent = [p for p in self.settings.recent_files if Path(p).exists()]
+        for p in recent:
+            act = self.recent_menu.addAction(Path(p).name)
+            act.setToolTip(p)
+            act.triggered.connect(lambda _c=False, p=p: self.open_project(p))
+        if not recent:
+            self.recent_menu.addAction("No recent projects").setEnabled(False)
+
+    def _update_title(self, *_clean) -> None:
+        name = self.project_path.name if self.project_path else f"{self.recipe.name} (unsaved)"
+        self.setWindowTitle(f"{name}[*] — Weightsmith")
+        self.setWindowModified(self.modified)
+
+    # ---- autosave and recovery -------------------------------------------------------------------
+    def autosave_now(self) -> None:
+        """Write the autosave if the recipe changed since the last one."""
+        if self._revision == self._autosaved_revision:
+            return
+        try:
+            self.autosave.write(self.project_state(), self.project_path)
+        except OSError as exc:
+            log.warning("autosave failed: %s", exc)
+            return
+        self._autosaved_revision = self._revision
+
+    def offer_recovery(self) -> RecoveryBanner | None:
+        """Show a banner when an earlier session left an autosave behind (it crashed)."""
+        recoveries = self.autosave.recoveries()
+        if not recoveries:
+            return None
+        newest, older = recoveries[0], recoveries[1:]
+        for r in older:
+            self.autosave.forget(r)
+        banner = RecoveryBanner(newest)
+        banner.recover_button.clicked.connect(lambda: self._recover(banner))
+        banner.discard_button.clicked.connect(lambda: self._dismiss_recovery(banner))
+        self.banner_area.addWidget(banner)
+        return banner
+
+    def _recover(self, banner: RecoveryBanner) -> None:
+        r = banner.recovery
+        origin = Path(r.origin) if r.origin else None
+        self.apply_project(r.project, origin, recovered=True)
+        self._dismiss_recovery(banner)
+        self.statusBar().showMessage("Recovered the unsaved work; save it to keep it", 8000)
+
+    def _dismiss_recovery(self, banner: RecoveryBanner) -> None:
+        self.autosave.forget(banner.recovery)
+        banner.hide()
+        banner.deleteLater()
+
+    # ---- settings and theme ----------------------------------------------------------------------
+    def edit_settings(self) -> None:
+        dialog = SettingsDialog(self.settings, self)
+        if dialog.exec():
+            self.settings = dialog.result_settings()
+            self.status.set_device(self.settings.device)
+            self.set_theme(self.settings.theme)
+            self.settings.save(self.paths)
+
+    def set_theme(self, name: str) -> None:
+        self.settings.theme = name
+        theme.apply_theme(QApplication.instance(), name)
+        self.dark_action.setChecked(name == "dark")
+        self.light_action.setChecked(name == "light")
+        for w in self.findChildren(QWidget):
+            w.update()
+        self.results_views.restyle()
+
+    def _restore_window_state(self) -> None:
+        if self.settings.window_geometry:
+            self.restoreGeometry(QByteArray(base64.b64decode(self.settings.window_geometry)))
+        if self.settings.window_state:
+            self.restoreState(QByteArray(base64.b64decode(self.settings.window_state)))
+
+    # ---- closing ---------------------------------------------------------------------------------
+    def closeEvent(self, event: QCloseEvent) -> None:
+        if not self.maybe_save():
+            event.ignore()
+            return
+        self.jobs.cancel_all()
+        self.jobs.wait(10_000)
+        self.autosave.discard()
+        self.settings.window_geometry = base64.b64encode(bytes(self.saveGeometry())).decode("ascii")
+        self.settings.window_state = base64.b64encode(bytes(self.saveState())).decode("ascii")
+        try:
+            self.settings.save(self.paths)
+        except OSError as exc:
+            log.warning("cannot save settings: %s", exc)
+        self.log_panel.detach()
+        self.scene.detach()
+        self.recipe.unsubscribe(self._on_recipe_event)
+        event.accept()
+

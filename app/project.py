@@ -1,0 +1,161 @@
+"""Project files (``*.wsproj``) and crash recovery.
+
+A project is one JSON document: the recipe, the layout (graph zoom and centre, dock arrangement), the
+library (checkpoint paths and the chosen base) and the results history (filled by the results panel).
+Relative paths in a recipe are made absolute against the file's folder when it is read, so a project
+stays valid wherever it is saved next.
+
+``Autosave`` writes the open project every few seconds while it changes to the data folder, guarded
+by a lock file; at start, an autosave whose lock is no longer held by a live process is left over
+from a crash and is offered for recovery.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QLockFile
+
+from engine.errors import EngineInputError
+from engine.graph.recipe import Recipe
+
+FORMAT = "weightsmith-project"
+VERSION = 1
+SUFFIX = ".wsproj"
+PATH_PARAMS = {"checkpoint": "path", "save": "path", "evaluate": "suite"}
+
+
+def absolutize_paths(recipe_json: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """A copy of ``recipe_json`` whose relative file parameters (checkpoint and save ``path``, Evaluate
+    ``suite``) are absolute."""
+    out = copy.deepcopy(recipe_json)
+    for node in out.get("nodes", []):
+        params = node.get("params", {})
+        key = PATH_PARAMS.get(node.get("type"))
+        path = params.get(key) if key else None
+        if isinstance(path, str) and path and not Path(path).expanduser().is_absolute():
+            params[key] = str((folder / path).resolve())
+    return out
+
+
+@dataclass
+class Project:
+    """Everything a ``.wsproj`` holds."""
+
+    recipe: dict[str, Any]
+    layout: dict[str, Any] = field(default_factory=dict)
+    library: dict[str, Any] = field(default_factory=dict)
+    results: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"format": FORMAT, "version": VERSION, "recipe": self.recipe, "layout": self.layout,
+                "library": self.library, "results": self.results}
+
+    @classmethod
+    def from_json(cls, data: Any, folder: Path) -> "Project":
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise EngineInputError(f"not a Weightsmith project (expected \"format\": \"{FORMAT}\")")
+        version = data.get("version")
+        if not isinstance(version, int) or version > VERSION:
+            raise EngineInputError(f"project version {version!r} is newer than this Weightsmith understands "
+                                   f"({VERSION})")
+        recipe = absolutize_paths(data.get("recipe") or {}, folder)
+        Recipe.from_json(recipe)  # raises a readable error for a malformed recipe
+        library = dict(data.get("library") or {})
+        library["paths"] = [str((folder / p).resolve()) for p in library.get("paths", [])]
+        if library.get("base"):
+            library["base"] = str((folder / library["base"]).resolve())
+        return cls(recipe, dict(data.get("layout") or {}), library, list(data.get("results") or []))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Project":
+        """Read a ``.wsproj`` project, or a plain recipe ``.json`` (as a new project)."""
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise EngineInputError(f"cannot read the file ({exc.strerror or exc})", path=str(path)) from exc
+        except ValueError as exc:
+            raise EngineInputError(f"not valid JSON ({exc})", path=str(path)) from exc
+        folder = path.resolve().parent
+        try:
+            if isinstance(data, dict) and data.get("format") == "weightsmith-recipe":
+                return cls(absolutize_paths(Recipe.from_json(data).to_json(), folder))
+            return cls.from_json(data, folder)
+        except EngineInputError as exc:
+            raise EngineInputError(str(exc), path=str(path)) from exc
+
+    def save(self, path: str | Path) -> None:
+        """Write atomically (a temporary file renamed over the target)."""
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(json.dumps(self.to_json(), indent=2), encoding="utf-8")
+        tmp.replace(path)
+
+
+@dataclass
+class Recovery:
+    """An autosave left by a session that did not close properly."""
+
+    file: Path
+    saved_at: float
+    origin: str | None
+    project: Project
+
+    def describe(self) -> str:
+        name = Path(self.origin).name if self.origin else "an unsaved project"
+        return f"{name}, autosaved {time.strftime('%H:%M on %d %b', time.localtime(self.saved_at))}"
+
+
+class Autosave:
+    """This session's autosave file in ``folder``, held by a lock file while the session runs."""
+
+    def __init__(self, folder: Path):
+        folder.mkdir(parents=True, exist_ok=True)
+        self.folder = folder
+        self.file = folder / f"autosave-{os.getpid()}{SUFFIX}"
+        self._lock = QLockFile(str(self.file.with_suffix(".lock")))
+        self._lock.tryLock(0)
+
+    def write(self, project: Project, origin: Path | None) -> None:
+        data = project.to_json()
+        data["autosave"] = {"origin": str(origin) if origin else None, "saved_at": time.time()}
+        tmp = self.file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data), encoding="utf-8")
+        tmp.replace(self.file)
+
+    def discard(self) -> None:
+        """Remove this session's autosave (a clean exit) and release the lock."""
+        self.file.unlink(missing_ok=True)
+        self._lock.unlock()
+
+    def recoveries(self) -> list[Recovery]:
+        """Autosaves of other sessions that are gone (their lock is free), newest first."""
+        found = []
+        for f in self.folder.glob(f"autosave-*{SUFFIX}"):
+            if f == self.file:
+                continue
+            lock = QLockFile(str(f.with_suffix(".lock")))
+            lock.setStaleLockTime(0)  # a lock is stale only when its process is gone, never by age
+            if not lock.tryLock(0):
+                continue  # another running Weightsmith owns it
+            lock.unlock()
+            try:
+                data = json.loads(f.read_text(encoding="utf-8"))
+                meta = data.get("autosave", {})
+                project = Project.from_json(data, Path(meta.get("origin") or f).parent)
+            except (OSError, ValueError, EngineInputError):
+                f.unlink(missing_ok=True)  # unreadable: nothing to recover
+                continue
+            found.append(Recovery(f, float(meta.get("saved_at", f.stat().st_mtime)), meta.get("origin"), project))
+        return sorted(found, key=lambda r: -r.saved_at)
+
+    @staticmethod
+    def forget(recovery: Recovery) -> None:
+        recovery.file.unlink(missing_ok=True)
