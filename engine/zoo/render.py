@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 SIDE = 16
 SUPER = 3
-TEMPLATE = 48
+TEMPLATE = 32
 
 # Fonts matplotlib ships, grouped by family; each family lists (regular, bold, italic, bold-italic).
 FONT_FAMILIES: dict[str, tuple[str, str, str, str]] = {

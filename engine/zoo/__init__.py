@@ -1,0 +1,9 @@
+"""The demo model zoo: a small pre-trained backbone and one expert per task, built locally from a seed.
+
+``build_zoo(directory, size=..., seed=...)`` writes safetensors checkpoints, per-task heads and data,
+the suite manifest ``zoo.json`` and the ready recipe ``demo.json``; see ``engine.zoo.build``.
+"""
+
+from engine.zoo.build import SIZES, ZooSize, build_zoo, default_zoo_dir
+
+__all__ = ["SIZES", "ZooSize", "build_zoo", "default_zoo_dir"]
