@@ -27,5 +27,29 @@ test: $(STAMP)
 test-all: $(STAMP)
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -m ""
 
+# The desktop bundle (PyInstaller, one folder, packaging/README.md): its own targets, never part of
+# `make test`. `bundle-test` unpacks it and runs `--version` and `--self-test` with a fresh HOME.
+VERSION = $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' engine/__init__.py)
+PLATFORM := $(shell uname -s | tr A-Z a-z)-$(shell uname -m)
+BUNDLE := dist/weightsmith-$(VERSION)-$(PLATFORM).tar.gz
+BUNDLE_STAMP := $(VENV)/.bundle-installed
+
+$(BUNDLE_STAMP): $(STAMP)
+	$(PY) -m pip install -q -e ".[bundle]"
+	touch $(BUNDLE_STAMP)
+
+bundle: $(BUNDLE_STAMP)
+	@start=$$(date +%s) && \
+	$(PY) -m PyInstaller --noconfirm --clean --log-level WARN --distpath dist --workpath build/pyinstaller \
+		packaging/weightsmith.spec && \
+	tar -C dist -czf $(BUNDLE) weightsmith-$(VERSION) && \
+	echo "bundle built in $$(( $$(date +%s) - start )) s:" && du -sh dist/weightsmith-$(VERSION) $(BUNDLE)
+
+bundle-test: bundle
+	sh packaging/bundle_test.sh $(BUNDLE)
+
+screenshots: $(STAMP)
+	QT_QPA_PLATFORM=offscreen $(PY) -m app.screenshots docs/screenshots
+
 clean:
 	rm -rf $(VENV) build dist *.egg-info

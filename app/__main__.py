@@ -1,7 +1,7 @@
 """``python -m app``: start the Weightsmith studio (or take a screenshot of it, or test the install, and exit).
 
-Start-up order keeps the first pixels early: logging and the crash hooks first, then the Qt
-application, the theme and a splash, and only then the main window's modules, which load torch.
+Start-up order keeps the first pixels early: logging first, then the Qt application with the crash
+hooks, the theme and a splash, and only then the main window's modules, which load torch.
 """
 
 from __future__ import annotations

@@ -215,6 +215,211 @@ def cmd_export_mergekit(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- evaluation, sweeps and the demo zoo (engine.evaluation, engine.zoo) ----------------------------
+def _print_runs(runs: list[dict[str, Any]]) -> None:
+    """A compact table: one row per evaluated model, accuracy per task, then the averages."""
+    if not runs:
+        return
+    tasks = list(runs[0]["tasks"])
+    width = max(8, *(len(r["name"]) for r in runs))
+    print(f"{'model':<{width}} " + " ".join(f"{t[:9]:>9}" for t in tasks) + "   avg acc  avg norm")
+    for r in runs:
+        cells = " ".join(f"{r['tasks'][t]['accuracy']:9.3f}" for t in tasks)
+        norm = r["average"].get("normalized_accuracy")
+        print(f"{r['name']:<{width}} {cells} {r['average'].get('accuracy', float('nan')):9.3f} "
+              + (f"{norm:9.3f}" if norm is not None else f"{'-':>9}"))
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from engine.evaluation.recipe import evaluate_recipe, write_results
+    from engine.graph import Recipe
+
+    recipe = Recipe.load(args.recipe)
+    bar = TerminalProgress()
+    try:
+        result = evaluate_recipe(recipe, nodes=args.node, device=args.device, split=args.split,
+                                 quick=args.quick, progress=bar)
+    finally:
+        bar.finish()
+    _print_runs(result["runs"])
+    if args.out:
+        print(f"wrote {write_results(result, args.out)}")
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from engine.evaluation.recipe import parse_sweep_param, sweep, write_results
+    from engine.graph import Recipe
+
+    recipe = Recipe.load(args.recipe)
+    axes = [parse_sweep_param(p) for p in args.param]
+    bar = TerminalProgress()
+    try:
+        result = sweep(recipe, axes, nodes=args.node, device=args.device, split=args.split, quick=args.quick,
+                       progress=bar)
+    finally:
+        bar.finish()
+    for point in result["points"]:
+        values = ", ".join(f"{k}={v:g}" for k, v in point["values"].items())
+        for run in point["runs"]:
+            avg = run["average"]
+            norm = avg.get("normalized_accuracy")
+            print(f"{values}  {run['name']}: accuracy {avg.get('accuracy', float('nan')):.4f}"
+                  + (f", normalized {norm:.4f}" if norm is not None else ""))
+    for path in (args.out, args.csv):
+        if path:
+            print(f"wrote {write_results(result, path)}")
+    return 0
+
+
+def cmd_zoo_build(args: argparse.Namespace) -> int:
+    from engine.zoo import build_zoo
+
+    bar = TerminalProgress()
+    start = time.perf_counter()
+    try:
+        manifest = build_zoo(args.dir, size=args.size, seed=args.seed, progress=bar)
+    finally:
+        bar.finish()
+    scores = json.loads(manifest.read_text(encoding="utf-8"))["build"]["scores"]
+    print(f"built the zoo in {time.perf_counter() - start:.0f} s: {manifest.parent}")
+    print(f"{'task':<12} {'base':>6} {'expert':>7}   (test accuracy)")
+    for task, s in scores.items():
+        print(f"{task:<12} {s['base']['test']:6.3f} {s['expert']['test']:7.3f}")
+    print(f"demo recipe: {manifest.parent / 'demo.json'}")
+    return 0
+
+
+def add_evaluation_commands(sub: argparse._SubParsersAction) -> None:
+    """The ``evaluate``, ``sweep`` and ``zoo build`` commands."""
+    import engine.evaluation  # noqa: F401  (registers the evaluate node type before recipes are read)
+
+    def add_eval_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:N or mps")
+        p.add_argument("--split", choices=("test", "val", "train"), help="override the Evaluate nodes' split")
+        p.add_argument("--quick", type=int, metavar="N", help="score only the first N batches of each task")
+        p.add_argument("--node", action="append", help="only this Evaluate node (repeat; default: all)")
+
+    p = sub.add_parser("evaluate", help="score the models feeding a recipe's Evaluate nodes")
+    p.add_argument("recipe")
+    p.add_argument("--out", help="write the results as JSON")
+    add_eval_options(p)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("sweep", help="evaluate a recipe over a 1-D or 2-D grid of parameter values")
+    p.add_argument("recipe")
+    p.add_argument("--param", action="append", required=True, metavar="NODE.PARAM=START:STOP:STEPS",
+                   help="a swept parameter, e.g. merge.lambda=0:1:11 (give one or two)")
+    p.add_argument("--out", help="write the results as JSON")
+    p.add_argument("--csv", help="write the results as CSV (one row per point, model and task)")
+    add_eval_options(p)
+    p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("zoo", help="the demo model zoo")
+    zoo = p.add_subparsers(dest="zoo_command", required=True)
+    p = zoo.add_parser("build", help="build the demo zoo locally (no download; about 2 minutes on 2 cores)")
+    p.add_argument("--dir", help="where to build it (default: the user data folder's zoo)")
+    p.add_argument("--size", choices=("default", "reduced"), default="default", help="reduced: seconds, for tests")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_zoo_build)
+
+
+
+# ---- learned merges: Fisher, RegMean, AdaMerging, aTLAS (engine.learn) -----------------------------
+LEARN_OPTIONS = {
+    "fisher": ("split", "examples", "labels", "task_map"),
+    "regmean": ("split", "examples", "alpha", "solver", "task_map"),
+    "adamerging": ("mode", "steps", "lr", "split", "batch_size"),
+    "atlas": ("objective", "steps", "lr", "split", "shots", "batch_size"),
+}
+LEARN_ALL_OPTIONS = {option for options in LEARN_OPTIONS.values() for option in options}
+
+
+def _learn_suite(recipe, args: argparse.Namespace) -> Path:
+    """The --suite manifest, or the suite of the recipe's first Evaluate node."""
+    if args.suite:
+        return Path(args.suite)
+    for node in recipe.nodes.values():
+        if node.type == "evaluate" and node.params.get("suite"):
+            return recipe.resolve_path(node.params["suite"])
+    raise EngineInputError("name the tasks to learn on with --suite (the recipe has no Evaluate node with a suite)")
+
+
+def cmd_learn(args: argparse.Namespace) -> int:
+    from engine.evaluation import load_suite
+    from engine.evaluation.recipe import task_names
+    from engine.graph import Recipe
+    from engine.learn import learn_adamerging, learn_atlas, learn_fisher, learn_regmean, save_recipe
+
+    recipe = Recipe.load(args.recipe)
+    tasks = load_suite(_learn_suite(recipe, args), task_names(args.tasks))
+    label = args.method + (f"-{args.mode}" if args.method == "adamerging" and args.mode else "")
+    out = Path(args.output) if args.output else Path(args.recipe).with_name(f"{Path(args.recipe).stem}.{label}.json")
+    options = {k: v for k, v in vars(args).items() if k in LEARN_ALL_OPTIONS and v is not None}
+    if args.task:
+        if any("=" not in item for item in args.task):
+            raise EngineInputError("--task expects MODEL_NODE=TASK_NAME")
+        options["task_map"] = dict(item.split("=", 1) for item in args.task)
+    wrong = sorted(set(options) - set(LEARN_OPTIONS[args.method]))
+    if wrong:
+        flags = ", ".join("--task" if w == "task_map" else "--" + w.replace("_", "-") for w in wrong)
+        raise EngineInputError(f"{flags} does not apply to {args.method}")
+    common = {"seed": args.seed, "device": args.device}
+    bar = TerminalProgress()
+    try:
+        if args.method in ("fisher", "regmean"):
+            learner = learn_fisher if args.method == "fisher" else learn_regmean
+            stats = out.with_name(f"{out.stem}.stats.safetensors")
+            result = learner(recipe, args.node, tasks, stats, progress=bar, **common, **options)
+        else:
+            learner = learn_adamerging if args.method == "adamerging" else learn_atlas
+            result = learner(recipe, args.node, tasks, progress=bar, **common, **options)
+    finally:
+        bar.finish()
+    if result.history:
+        print(f"loss {result.history[0]['loss']:.4f} at step 1, {result.history[-1]['loss']:.4f} at step "
+              f"{len(result.history)}")
+    for key in ("initial_entropy", "final_entropy"):
+        if key in result.info:
+            print(f"{key.replace('_', ' ')} {result.info[key]:.4f}")
+    if result.coefficients:
+        count = sum(len(row) for row in result.coefficients.values())
+        print(f"learned {count} coefficients; mean per model: " + ", ".join(
+            f"{k} {sum(row.values()) / len(row):.3f}" for k, row in result.coefficients.items()))
+    if result.statistics is not None:
+        print(f"wrote statistics {result.statistics}")
+    print(f"wrote {save_recipe(result.recipe, out)} (run it with `weightsmith run` or `weightsmith evaluate`)")
+    return 0
+
+
+def add_learn_commands(sub: argparse._SubParsersAction) -> None:
+    """The ``learn`` command: data-dependent merges whose result is a recipe reproducible without data."""
+    p = sub.add_parser("learn", help="learn a data-dependent merge (Fisher, RegMean, AdaMerging, aTLAS) into a recipe")
+    p.add_argument("method", choices=tuple(LEARN_OPTIONS))
+    p.add_argument("recipe")
+    p.add_argument("--node", help="the merge node to learn (default: the recipe's only merge node)")
+    p.add_argument("--suite", help="task suite manifest (default: the suite of the recipe's Evaluate node)")
+    p.add_argument("--tasks", help="comma-separated task names (default: every task of the suite)")
+    p.add_argument("--task", action="append", metavar="MODEL=TASK",
+                   help="the task a model input was fine-tuned on (fisher, regmean; default: by name or expert file)")
+    p.add_argument("-o", "--output", help="learned recipe to write (default: RECIPE.METHOD.json beside the recipe); "
+                                          "fisher and regmean also write OUTPUT.stats.safetensors")
+    p.add_argument("--mode", choices=("task", "layer"), help="adamerging: a coefficient per task, or per task and layer")
+    p.add_argument("--objective", choices=("cross_entropy", "entropy"), help="atlas: few-shot labels or entropy")
+    p.add_argument("--steps", type=int, help="optimisation steps (adamerging 500, atlas 300)")
+    p.add_argument("--lr", type=float, help="learning rate (adamerging 1e-3, atlas 1e-2)")
+    p.add_argument("--batch-size", dest="batch_size", type=int, help="examples per task per step")
+    p.add_argument("--split", help="data split to learn on (fisher/regmean train, adamerging unlabeled)")
+    p.add_argument("--examples", type=int, help="fisher/regmean: examples per task (256)")
+    p.add_argument("--labels", choices=("data", "model"), help="fisher: the split's labels, or drawn from the model")
+    p.add_argument("--shots", type=int, help="atlas: labelled examples per class (16)")
+    p.add_argument("--alpha", type=float, help="regmean: off-diagonal scale of the Gram matrices (0.6)")
+    p.add_argument("--solver", choices=("exact", "cg"), help="regmean: direct solve or conjugate gradient")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:N or mps")
+    p.set_defaults(func=cmd_learn)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="weightsmith", description="Merge, evaluate and inspect model checkpoints.")
     parser.add_argument("--version", action="version", version=f"weightsmith {__version__}")
@@ -268,6 +473,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", help="YAML file to write (default: print)")
     p.set_defaults(func=cmd_export_mergekit)
 
+    add_evaluation_commands(sub)
+    add_learn_commands(sub)
     return parser
 
 

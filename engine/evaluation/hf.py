@@ -49,7 +49,8 @@ def _identity(path: Path) -> str:
 # ---------------------------------------------------------------- data files
 
 
-def read_labelled_file(path: str | Path, text_column: str = "text", label_column: str = "label") -> list[tuple[str, Any]]:
+def read_labelled_file(path: str | Path, text_column: str = "text",
+                       label_column: str = "label") -> list[tuple[str, Any]]:
     """(text, label) pairs of a ``.csv`` (header row) or ``.jsonl`` (one JSON object per line) file."""
     p = Path(path).expanduser()
     if not p.is_file():
@@ -121,7 +122,10 @@ class _HFTask:
             folder = Path(model).expanduser()
             if not (folder / "config.json").is_file():
                 raise EngineInputError("not a Hugging Face model folder (no config.json)", path=str(folder))
-            self.config = transformers.AutoConfig.from_pretrained(str(folder))
+            try:
+                self.config = transformers.AutoConfig.from_pretrained(str(folder))
+            except (OSError, ValueError, KeyError) as exc:
+                raise EngineInputError(f"cannot read the model's config.json ({exc})", path=str(folder)) from exc
             self.identity = _identity(folder / "config.json")
             tokenizer = tokenizer if tokenizer is not None else str(folder)
             default_name = folder.name

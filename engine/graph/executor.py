@@ -90,7 +90,7 @@ class GraphRun:
         ref = self.reference(node_id)
         return [ref.info(n) for n in ref.names]
 
-    def _checkpoints_for(self, node_ids: Iterable[str]) -> list[str]:
+    def checkpoints_for(self, node_ids: Iterable[str]) -> list[str]:
         needed = set()
         for nid in node_ids:
             if self.recipe.nodes[nid].type == "checkpoint":
@@ -126,7 +126,7 @@ class GraphRun:
                 self._loaded[nid] = t
                 self.result.bytes_read += t.numel() * t.element_size()
 
-    def _stream(self, names: list[str], ckpt_ids: list[str]):
+    def stream(self, names: list[str], ckpt_ids: list[str]):
         """Yield each name once its input tensors are loaded; the next name's reads run meanwhile."""
         pending = self._submit(names[0], ckpt_ids) if names else {}
         for i, name in enumerate(names):
@@ -316,10 +316,10 @@ class GraphRun:
             if stat is None:
                 continue
             names = [i.name for i in self.tensor_infos(nid) if i.dtype.is_floating_point]
-            ckpts = self._checkpoints_for([nid])
+            ckpts = self.checkpoints_for([nid])
             for pass_index in range(stat.passes):
                 tracker = ProgressTracker(self.progress, f"statistics {nid} ({pass_index + 1}/{stat.passes})", len(names))
-                for name in self._stream(names, ckpts):
+                for name in self.stream(names, ckpts):
                     inputs, params, ctx = self.merge_inputs(nid, name)
                     stat.observe(pass_index, inputs, params, ctx)
                     tracker.advance()
@@ -336,7 +336,7 @@ class GraphRun:
         infos = self.tensor_infos(node_id)
         tracker = ProgressTracker(self.progress, f"computing {node_id}", len(infos))
         out: dict[str, torch.Tensor] = {}
-        for name in self._stream([i.name for i in infos], self._checkpoints_for([node_id])):
+        for name in self.stream([i.name for i in infos], self.checkpoints_for([node_id])):
             value = self.value(node_id, name)
             out[name] = torch.zeros(self.reference(node_id).info(name).shape, device=self.device) if value is None else value
             tracker.advance()
@@ -352,19 +352,20 @@ class GraphRun:
         self.gather_statistics(sources.values())
         infos = {s: self.tensor_infos(src) for s, src in sources.items()}
         names = list(dict.fromkeys(i.name for s in saves for i in infos[s]))
-        ckpts = self._checkpoints_for(sources.values())
+        ckpts = self.checkpoints_for(sources.values())
         total_bytes = sum(self.checkpoints[c].info(n).nbytes for c in ckpts for n in names if n in self.checkpoints[c])
         tracker = ProgressTracker(self.progress, "merging", len(names), total_bytes)
         with ExitStack() as stack:
             writers = {s: stack.enter_context(self._writer(s, infos[s], force)) for s in saves}
-            for name in self._stream(names, ckpts):
-                before = self.result.bytes_read
+            counted = self.result.bytes_read
+            for name in self.stream(names, ckpts):  # this name's inputs are read (and counted) once it is yielded
                 for s, src in sources.items():
                     if name in writers[s].planned:
                         value = self.compute(src, name)
                         writers[s].write(name, value)
                 self.result.tensors += 1
-                tracker.advance(nbytes=self.result.bytes_read - before, message=name)
+                tracker.advance(nbytes=self.result.bytes_read - counted, message=name)
+                counted = self.result.bytes_read
             self.cancel.raise_if_cancelled()
             for s, w in writers.items():
                 self.result.outputs[s] = w.commit()

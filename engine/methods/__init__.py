@@ -5,7 +5,10 @@ Importing this package registers every method family.
 
 from engine.methods.base import MergeInputs, MethodSpec, ModelStatistic, Param, Requirement, TensorContext
 from engine.methods.registry import all_methods, get_method, register
-from engine.methods import linear  # noqa: F401  (registers the linear family)
+from engine.methods import (  # noqa: F401  (importing a family module registers its methods)
+    linear, slerp, ties, dare, breadcrumbs, della, model_stock, tall, pcb, metagpt, lines, iso, lwptv,
+)
+from engine.methods import data_merge  # noqa: F401  (Fisher merging and RegMean from gathered statistics)
 
 __all__ = [
     "MergeInputs", "MethodSpec", "ModelStatistic", "Param", "Requirement", "TensorContext",

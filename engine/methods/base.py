@@ -135,6 +135,25 @@ class MergeInputs:
             self._deltas = [m - self.base for m in self._models]
         return self._deltas
 
+    def fresh_deltas(self, index: slice | torch.Tensor | None = None) -> list[torch.Tensor]:
+        """Task vectors in new tensors the caller may overwrite (neither cached nor shared).
+
+        With ``index`` (a slice or an index tensor over the flattened tensor) only those entries are
+        formed, as flat tensors: methods that stream through a large tensor in cache-sized chunks use
+        this. Costs one allocation per model either way (θt − θ0, or a copy of τt), where ``deltas``
+        followed by an out-of-place operation would cost two.
+        """
+        if self._deltas is None and self.base is None:
+            raise ValueError("this method needs a base model to form task vectors")
+        if index is None:
+            if self._deltas is not None:
+                return [d.clone() for d in self._deltas]
+            return [m - self.base for m in self._models]
+        if self._deltas is not None:
+            return [d.reshape(-1)[index].clone() for d in self._deltas]
+        base = self.base.reshape(-1)[index]
+        return [m.reshape(-1)[index] - base for m in self._models]
+
 
 class ModelStatistic(Protocol):
     """Whole-model statistics gathered in ``passes`` streaming passes before the merge pass."""

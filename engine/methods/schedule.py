@@ -2,13 +2,22 @@
 
 A layer-varying value may be
 - a scalar: the same everywhere;
-- a list of numbers (mergekit's "gradient"): anchors spread evenly over the depth, linearly interpolated
-  at the tensor's relative depth ``layer / (num_layers - 1)``; tensors outside any numbered layer
-  (embeddings, final norm, head) take the first anchor when their name sorts before the layers
-  (embeddings) and the last anchor otherwise, decided by ``position_of``;
+- a list (mergekit's "gradient"): anchors spread evenly over the depth and read at the tensor's
+  relative depth ``t``. Numeric anchors are interpolated linearly between the two neighbours of
+  ``t·(n−1)``; a list holding any boolean or text value is not interpolated, it picks the anchor
+  ``int(t·(n−1))`` (mergekit does the same for non-numeric parameters);
 - a list of overrides ``[{"filter": REGEX, "value": V}, ..., {"value": DEFAULT}]``: the first entry whose
   filter is found in the tensor name (``re.search``) or that has no filter wins, and its value is
   resolved again (so a filter may carry a gradient).
+
+Relative depth, as mergekit 0.1.5 computes it (``MergePlanner.plan_slice`` / ``plan_module``):
+``t = layer / (num_layers − 1)`` for a tensor in numbered layer ``layer`` (0-based); ``t = 1`` when the
+model has a single layer; ``t = 0`` for every tensor outside the numbered layers — mergekit reads both
+its "pre" weights (embeddings) and its "post" weights (final norm, LM head) with ``t = 0``, so they all
+take the first anchor, never the last.
+
+mergekit matches a filter as a plain substring of the tensor name; Weightsmith recipes use regular
+expressions (a superset). ``engine.graph.mergekit`` escapes filters on import.
 
 A per-model value may be a scalar (all models), a list aligned with the inputs (for a per-model
 parameter a list is always read per model, never as one gradient), or a mapping from the input node id
@@ -40,10 +49,14 @@ def resolve_layer_value(value: Any, name: str, layer: int | None, num_layers: in
             if pattern is None or re.search(pattern, name):
                 return resolve_layer_value(entry["value"], name, layer, num_layers)
         raise EngineInputError(f"no schedule entry matches tensor '{name}' (add an entry without a filter)")
+    if any(isinstance(v, Mapping) for v in value):
+        raise EngineInputError(f"schedule for tensor '{name}' mixes override entries and plain values")
+    pos = relative_depth(layer, num_layers)
+    if any(isinstance(v, (bool, str)) for v in value):
+        return value[int(pos * (len(value) - 1))]
     anchors = [float(v) for v in value]
     if len(anchors) == 1:
         return anchors[0]
-    pos = relative_depth(layer, num_layers)
     scaled = pos * (len(anchors) - 1)
     i = min(int(scaled), len(anchors) - 2)
     frac = scaled - i
@@ -51,9 +64,15 @@ def resolve_layer_value(value: Any, name: str, layer: int | None, num_layers: in
 
 
 def relative_depth(layer: int | None, num_layers: int) -> float:
-    """Depth in [0, 1] of a layer; tensors outside the numbered layers count as depth 0."""
-    if layer is None or num_layers <= 1:
+    """Depth ``t`` in [0, 1] of a layer, as mergekit computes it (see the module docstring).
+
+    Tensors outside the numbered layers (``layer is None``) are at depth 0; in a one-layer model the
+    layer is at depth 1.
+    """
+    if layer is None:
         return 0.0
+    if num_layers <= 1:
+        return 1.0
     return min(1.0, max(0.0, layer / (num_layers - 1)))
 
 

@@ -1,0 +1,151 @@
+"""What every learner shares: the result type, the merge node's inputs held in memory, which task
+belongs to which model, and the learned recipe (with paths that still resolve where it is saved).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import torch
+
+from engine.errors import EngineInputError
+from engine.evaluation.tasks import Task
+from engine.graph import GraphRun, Recipe, require_valid
+from engine.graph.nodes import DELTA
+from engine.runtime import CancelToken
+from engine.runtime.progress import ProgressCallback
+
+
+@dataclass
+class LearnResult:
+    """What a learner returns.
+
+    ``recipe``: a copy of the input recipe whose merge node holds the learned merge (coefficients or a
+    statistics file), reproducible without data. ``coefficients``: per input model, per coefficient
+    group (``all`` for task-wise, a layer prefix or a tensor name otherwise) the learned value — the
+    rows and columns of the GUI's heatmap; empty for Fisher/RegMean. ``history``: one entry per
+    optimisation step (``step``, ``loss`` and the objective's own keys, e.g. ``entropy``).
+    ``statistics``: the statistics file written (Fisher/RegMean). ``info``: method-specific figures.
+    """
+
+    recipe: Recipe
+    coefficients: dict[str, dict[str, float]] = field(default_factory=dict)
+    history: list[dict[str, float]] = field(default_factory=list)
+    statistics: Path | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def merge_node(recipe: Recipe, node_id: str | None) -> str:
+    """``node_id`` checked to be a merge node, or the recipe's only merge node when None."""
+    if node_id is None:
+        merges = [n.id for n in recipe.nodes.values() if n.type == "merge"]
+        if len(merges) != 1:
+            raise EngineInputError(f"the recipe has {len(merges)} merge nodes; name the one to learn "
+                                   f"({', '.join(merges) or 'none'})")
+        return merges[0]
+    if recipe.node(node_id).type != "merge":
+        raise EngineInputError(f"node '{node_id}' is not a merge node")
+    return node_id
+
+
+@dataclass
+class MergeSources:
+    """A merge node's inputs as fp32 state dicts on one device.
+
+    ``keys``: the input node ids in edge order; ``models``: each input's full weights (a task vector
+    input is added to the base); ``base``: θ0 or None; ``names``: the floating-point tensor names of
+    the merge's output, in file order.
+    """
+
+    keys: list[str]
+    models: list[dict[str, torch.Tensor]]
+    base: dict[str, torch.Tensor] | None
+    names: list[str]
+
+    def deltas(self) -> list[dict[str, torch.Tensor]]:
+        """Task vectors θt − θ0 of the float tensors (needs a base)."""
+        if self.base is None:
+            raise EngineInputError("this method needs a base model on the merge node's 'base' port")
+        return [{n: m[n] - self.base[n] for n in self.names} for m in self.models]
+
+
+def load_sources(recipe: Recipe, node_id: str, *, device: torch.device, progress: ProgressCallback | None = None,
+                 cancel: CancelToken | None = None) -> MergeSources:
+    """Compute the base and every model input of merge node ``node_id`` in memory (streaming executor)."""
+    require_valid(recipe)
+    keys = recipe.inputs(node_id, "models")
+    base_ids = recipe.inputs(node_id, "base")
+    with GraphRun(recipe, device=device, progress=progress, cancel=cancel, validate=False) as run:
+        names = [i.name for i in run.tensor_infos(node_id) if i.dtype.is_floating_point]
+        base = run.materialize(base_ids[0]) if base_ids else None
+        models = []
+        for key in keys:
+            state = run.materialize(key)
+            if run.kinds[key] == DELTA:
+                state = {n: base[n] + state[n] if n in state else base[n].clone() for n in base}
+            models.append(state)
+    return MergeSources(keys, models, base, names)
+
+
+def match_tasks(recipe: Recipe, keys: Sequence[str], tasks: Sequence[Task],
+                task_map: Mapping[str, str] | None = None) -> dict[str, Task]:
+    """The task each input model was fine-tuned for: ``task_map`` (node id → task name) first, then a
+    task named like the node, then the task whose expert file is the node's checkpoint."""
+    by_name = {t.name: t for t in tasks}
+    by_expert = {Path(t.expert).resolve(): t for t in tasks if getattr(t, "expert", None)}
+    out: dict[str, Task] = {}
+    for key in keys:
+        wanted = (task_map or {}).get(key)
+        if wanted is not None:
+            if wanted not in by_name:
+                raise EngineInputError(f"task '{wanted}' (given for model '{key}') is not among the tasks "
+                                       f"({', '.join(by_name)})")
+            out[key] = by_name[wanted]
+            continue
+        node = recipe.nodes[key]
+        path = recipe.resolve_path(node.params["path"]).resolve() if node.type == "checkpoint" else None
+        task = by_name.get(key) or by_expert.get(path)
+        if task is None:
+            raise EngineInputError(f"no task for model '{key}': name its task (task_map / --task {key}=TASK); "
+                                   f"the tasks are {', '.join(by_name)}")
+        out[key] = task
+    return out
+
+
+def learned_recipe(recipe: Recipe, node_id: str, params: dict[str, Any]) -> Recipe:
+    """A copy of ``recipe`` whose merge node ``node_id`` has ``params`` (its position and edges kept)."""
+    out = recipe.copy()
+    out.set_params(node_id, params)
+    return out
+
+
+PATH_PARAMS = {"checkpoint": ("path",), "save": ("path",), "evaluate": ("suite",)}
+
+
+def save_recipe(recipe: Recipe, path: str | Path) -> Path:
+    """Write ``recipe`` to ``path``, rewriting relative file paths (checkpoints, save folders, suites)
+    so they point at the same files from the new folder."""
+    path = Path(path).resolve()
+    moved = recipe.copy()
+    for node in moved.nodes.values():
+        for key in PATH_PARAMS.get(node.type, ()):
+            value = node.params.get(key)
+            if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
+                target = recipe.resolve_path(value).resolve()
+                try:
+                    node.params[key] = os.path.relpath(target, path.parent)
+                except ValueError:  # another drive (Windows): no relative path exists
+                    node.params[key] = str(target)
+    moved.base_dir = path.parent
+    moved.save(path)
+    return path
+
+
+def sample_rows(n: int, k: int | None, generator: torch.Generator) -> torch.Tensor:
+    """Indices of ``k`` distinct rows out of ``n`` drawn with ``generator`` (all rows, shuffled, when
+    ``k`` is None or at least ``n``)."""
+    order = torch.randperm(n, generator=generator)
+    return order if k is None or k >= n else order[:k]

@@ -1,0 +1,68 @@
+"""Shared trimming helpers: keep counts, the Breadcrumbs window, random keep masks, L1 rescaling.
+
+Thresholds come from the exact selection of ``engine.methods.streaming`` (never a whole-tensor sort).
+Counts follow mergekit 0.1.5 (``mergekit/sparsify.py``): keeping a fraction ``density`` of ``n`` entries
+keeps ``k = max(1, floor(density·n))`` of them; ``density ≥ 1`` keeps everything and ``density ≤ 0``
+nothing. Methods turn counts into thresholds ("magnitude ≥ the k-th largest"), so entries tied with the
+k-th largest are all kept, where mergekit's argsort keeps an arbitrary subset of the tie; the two agree
+whenever the magnitudes are distinct.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def keep_count(density: float, n: int) -> int:
+    """How many of ``n`` entries a ``density`` keeps (mergekit's count: at least one when density > 0)."""
+    if density >= 1:
+        return n
+    if density <= 0 or n == 0:
+        return 0
+    return max(1, int(density * n))
+
+
+def band_bounds(n: int, density: float, gamma: float) -> tuple[int, int]:
+    """Ascending-rank window ``[start, stop)`` of the magnitudes Model Breadcrumbs keeps.
+
+    mergekit 0.1.5 (``magnitude_outliers``): keep ``target = floor(density·n)`` entries after dropping the
+    ``floor(gamma·n)`` largest; when that would drop too many, fewer outliers are dropped so ``target``
+    entries remain. ``density ≥ 1`` keeps everything.
+    """
+    if density >= 1:
+        return 0, n
+    target = max(0, int(density * n))
+    n_top = int(gamma * n)
+    start = max(0, n - target - n_top)
+    return start, start + target
+
+
+def random_keep_mask(shape: torch.Size, density: float, generator: torch.Generator,
+                     device: torch.device) -> torch.Tensor:
+    """Bernoulli(``density``) keep mask as float 0/1, drawn on the CPU from ``generator`` (same draws on
+    every device).
+
+    Each entry compares one uniform 32-bit word with ``density·2³²``; the words come from 64-bit draws
+    split in two, which halves the generator calls compared with ``torch.rand``. The comparison runs in
+    float32 (probabilities exact to about 2⁻²⁴), which is much faster on the CPU than boolean masks.
+    """
+    if density >= 1:
+        return torch.ones(shape, device=device)
+    numel = math.prod(shape)
+    words = torch.empty((numel + 1) // 2, dtype=torch.int64).random_(-2**63, 2**63 - 1, generator=generator)
+    bits = words.view(torch.int32)[:numel].reshape(shape).to(device)
+    return bits.to(torch.float32).lt_(math.floor(density * 2.0**32) - 2.0**31)
+
+
+def rescale_l1(original: torch.Tensor, masked: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
+    """Scale ``masked`` (in place) so its L1 norm matches ``original``'s — mergekit's ``rescale: true``.
+
+    Left as is when either norm is below ``eps`` (mergekit's rule).
+    """
+    before = original.abs().sum()
+    after = masked.abs().sum()
+    if before >= eps and after >= eps:
+        masked.mul_(before / after)
+    return masked

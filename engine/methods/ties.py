@@ -1,0 +1,95 @@
+"""TIES-Merging: trim, elect sign, disjoint mean.
+
+Yadav et al. 2023, "TIES-Merging: Resolving Interference When Merging Models" (arXiv:2306.01708);
+reference code prateeky2806/ties-merging; mergekit ``ties``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from engine.methods.base import MergeInputs, MethodSpec, ModelStatistic, TensorContext
+from engine.methods.gta import check_scope, gta_merge, magnitudes_at
+from engine.methods.params import LAMBDA, SCOPE, WEIGHT, density, normalize
+from engine.methods.registry import register
+from engine.methods.sparsify import keep_count
+from engine.methods.statistics import ExactRanks
+from engine.methods.streaming import select_ranks
+
+
+def top_k_rank(density_value: float, n: int) -> int | None:
+    """Ascending rank of the smallest kept magnitude (None when the density keeps everything or nothing)."""
+    k = keep_count(density_value, n)
+    return n - k + 1 if 0 < k < n else None
+
+
+def trim_thresholds(inputs: MergeInputs, params: dict[str, Any], ctx: TensorContext) -> list[Any]:
+    """Per model: the smallest magnitude kept (a 0-d tensor or float; inf drops all), None to keep all."""
+    n = inputs.base.numel()
+    if params["scope"] == "model":
+        found = [row[0] for row in ctx.stats]
+    else:
+        found = [row[0] for row in select_ranks(
+            magnitudes_at(inputs), n, [[top_k_rank(d, n)] for d in params["density"]], inputs.base.device)]
+    return [math.inf if d <= 0 else thr for d, thr in zip(params["density"], found)]
+
+
+def trim(thresholds: list[Any]):
+    """The ``sparsify`` step of ``gta_merge`` keeping ``|τ| ≥ threshold`` per model."""
+    def apply(t: int, sl: slice, d: torch.Tensor) -> None:
+        if thresholds[t] is not None:
+            d.mul_(d.abs().ge_(thresholds[t]))
+    return apply
+
+
+def ties(inputs: MergeInputs, params: dict[str, Any], ctx: TensorContext) -> torch.Tensor:
+    """θ = θ0 + λ · disjoint_mean_t(w_t · trim(τ_t)).
+
+    Choices the paper left open, and what this implementation does:
+    - trimming keeps the ``k = max(1, floor(density·n))`` largest magnitudes of each task vector (mergekit's
+      count) as a threshold ``|τ| ≥ k-th largest`` (ties at the threshold are all kept); per tensor by
+      default, or against one threshold per model over the whole model with ``scope='model'`` — what the
+      authors' code does (it trims the flattened model vector);
+    - per-model ``weight``s multiply the trimmed vectors before the sign election and weight the mean
+      (mergekit's generalisation; with all weights 1 it is the paper's disjoint mean);
+    - the sign election's tie at exactly 0 goes to + (mergekit), see ``engine.methods.gta.combine``;
+    - ``normalize=False`` gives the disjoint sum instead of the mean (mergekit's switch);
+    - ``lambda`` scales the merged task vector (the paper's λ), default 1.
+    """
+    check_scope(params, ctx)
+    thresholds = trim_thresholds(inputs, params, ctx)
+    return gta_merge(inputs, params, lambda: trim(thresholds), elect_sign=True)
+
+
+def global_top_k(params: dict[str, Any]) -> ModelStatistic | None:
+    """For ``scope='model'``: per model, the exact k-th largest |τ_t| over the whole model."""
+    if params.get("scope", "tensor") != "model":
+        return None
+
+    def ranks(totals: list[int], first: dict[str, Any]) -> list[list[int | None]]:
+        return [[top_k_rank(d, n)] for n, d in zip(totals, first["density"])]
+
+    return ExactRanks(lambda inputs, p, ctx: [d.abs() for d in inputs.deltas], ranks, fixed=("density",))
+
+
+register(MethodSpec(
+    name="ties",
+    label="TIES-Merging",
+    family="ties",
+    summary="Trim each task vector to its largest entries, elect a sign per entry, average the agreeing ones.",
+    params=(
+        WEIGHT,
+        density(0.2, "fraction of each task vector's largest-magnitude entries kept (paper default 0.2)"),
+        LAMBDA,
+        normalize(True, "divide by the summed weights of the agreeing models (disjoint mean); off = disjoint sum"),
+        SCOPE,
+    ),
+    merge=ties,
+    needs_base=True,
+    min_models=1,
+    reference="Yadav et al. 2023, TIES-Merging (arXiv:2306.01708); code prateeky2806/ties-merging",
+    statistic=global_top_k,
+))

@@ -1,0 +1,242 @@
+"""The results views driven like a user: a slider drag updates the plots and the history; every plot
+and analysis view draws the demo zoo's data (checked through the artists' data, not pixels)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PySide6.QtWidgets import QMessageBox
+from zoo_helpers import reduced_zoo, single_thread
+
+import engine.evaluation.recipe  # noqa: F401 (registers the Evaluate node)
+from app.analysis import AnalysisPanel
+from app.main_window import MainWindow
+from app.project import Project
+from app.results import records as rec
+from app.results.panel import ResultsPanel
+from app.settings import AppPaths, Settings
+from engine.analysis import analyze
+from engine.graph import Recipe
+from engine.live import Axis, LiveSession, sweep
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture
+def one_thread():
+    with single_thread():
+        yield
+
+
+@pytest.fixture(scope="module")
+def demo_path() -> Path:
+    """The reduced zoo's demo recipe (relative paths: opening it must resolve the suite too)."""
+    return reduced_zoo() / "demo.json"
+
+
+@pytest.fixture(scope="module")
+def demo_records(demo_path) -> list[dict]:
+    """Two evaluated runs and two sweeps of the demo merge, as the history stores them."""
+    with single_thread():
+        recipe = Recipe.load(demo_path)
+        session = LiveSession(recipe, "merge", device="cpu")
+        out = []
+        for i, params in enumerate(({"method": "task_arithmetic", "lambda": 0.3}, {"method": "ties", "density": 0.3})):
+            session.update(params)
+            report = session.evaluate(full=True)
+            report.references = session.references(full=True)
+            out.append(rec.run_record(report, recipe=recipe.to_json(), node_id="merge", split="test", source="live",
+                                      record_id=i + 1))
+        base = {"method": "task_arithmetic", "lambda": 0.3}
+        one = sweep(session, base, [Axis("lambda", (0.0, 0.5, 1.0))], full=False)
+        two = sweep(session, base, [Axis("weight:digits", (0.0, 1.0)), Axis("lambda", (0.2, 0.6))], full=False)
+        out += [rec.sweep_record(one, recipe=recipe.to_json(), node_id="merge", record_id=3),
+                rec.sweep_record(two, recipe=recipe.to_json(), node_id="merge", record_id=4)]
+        return out
+
+
+@pytest.fixture
+def window(qtbot, tmp_path: Path, monkeypatch, demo_path):
+    monkeypatch.setattr(QMessageBox, "question", staticmethod(lambda *a, **k: QMessageBox.Discard))
+    win = MainWindow(AppPaths(tmp_path / "config", tmp_path / "data"), Settings(output_dir=str(tmp_path / "out"),
+                                                                                device="cpu"))
+    qtbot.addWidget(win)
+    integration = win.results_views  # the window installs the results views itself
+    integration.controller.settle_s = 0.1
+    win.open_project(demo_path)
+    win.show()
+    qtbot.waitExposed(win)
+    qtbot.waitUntil(lambda: integration.controller.state == "live", timeout=20_000)
+    yield win, integration
+    integration.controller.stop()
+
+
+def test_a_slider_drag_updates_the_plot_and_the_history(window, qtbot):
+    win, integration = window
+    panel, controller = integration.panel, integration.controller
+    win.scene.select_node("merge")
+    slider = win.inspector.fields["lambda"].scalar.slider
+    loop = controller.loop
+    qtbot.waitUntil(lambda: loop.idle(0.01), timeout=20_000)
+    applied, submitted = loop.applied, loop.submitted
+    frames = []
+    controller.resultReady.connect(lambda e: frames.append(e))
+    slider.sliderPressed.emit()
+    for pos in range(slider.value(), slider.value() + 120, 4):  # 30 slider events as fast as Qt delivers them
+        slider.setValue(pos)
+        if pos % 40 == 0:
+            qtbot.wait(1)
+    slider.sliderReleased.emit()
+    final = win.recipe.nodes["merge"].params["lambda"]
+    assert win.undo_stack.count() == 1  # the drag is one undo step
+
+    def settled() -> bool:
+        runs = rec.runs(win.results_history)
+        return bool(runs) and runs[-1]["params"]["lambda"] == final and runs[-1]["full"]
+
+    qtbot.waitUntil(settled, timeout=30_000)
+    run = rec.runs(win.results_history)[-1]
+    quick = [e for e in frames if e.kind == "quick"]
+    drag_values = loop.submitted - submitted
+    assert len(quick) == loop.applied - applied < drag_values  # coalesced: stale values dropped, not queued
+    assert loop.dropped == loop.submitted - loop.applied
+    assert quick[-1].params["lambda"] == final
+    # the live bars show the settled value's accuracy, the live row the same numbers
+    assert panel.bars.heights("live") == pytest.approx([run["tasks"][t]["accuracy"] for t in panel.bars.tasks])
+    assert panel.model.live["params"]["lambda"] == final
+    assert panel.model.rowCount() == 1 + len(rec.runs(win.results_history))
+    assert panel.last_latency_ms is not None and "slider → plot" in integration.latency.text()
+
+
+def test_restoring_a_run_puts_its_parameters_back(window, qtbot):
+    win, integration = window
+    before = dict(win.recipe.nodes["merge"].params)
+    record = {"kind": "run", "id": 9, "node": "merge", "params": {"method": "ties", "density": 0.4, "lambda": 0.8},
+              "recipe": win.recipe.to_json()}
+    integration.restore(record)
+    assert win.recipe.nodes["merge"].params == record["params"]
+    win.undo_stack.undo()
+    assert win.recipe.nodes["merge"].params == before
+
+
+def test_the_history_is_saved_with_the_project(window, qtbot, tmp_path, demo_records):
+    win, integration = window
+    integration.panel.set_records([])
+    for r in demo_records[:2]:
+        integration.panel.add_run(r)
+    assert [r["params"] for r in rec.runs(win.results_history)] == [r["params"] for r in demo_records[:2]]
+    assert not integration.panel.add_run(demo_records[1])  # the same run twice is kept once
+    path = tmp_path / "p.wsproj"
+    assert win.save_project_as.__self__._write_project(path)
+    assert len(Project.load(path).results) == 2
+    win.open_project(path)
+    qtbot.waitUntil(lambda: integration.panel.model.rowCount() >= 2, timeout=5000)
+    assert [r["id"] for r in rec.runs(integration.panel.records())] == [1, 2]
+
+
+def test_every_results_plot_draws_the_demo_data(qtbot, tmp_path, demo_records):
+    panel = ResultsPanel()
+    qtbot.addWidget(panel)
+    panel.resize(1300, 420)
+    panel.show()
+    panel.set_records(demo_records)
+    ta, ties = demo_records[:2]
+    tasks = list(ta["tasks"])
+
+    panel.tabs.setCurrentIndex(0)  # no selection: the newest run; select both to compare
+    panel.table.selectAll()
+    qtbot.waitUntil(lambda: len(panel.bars.bars) == 2)
+    label = "#1 Task Arithmetic"
+    assert panel.bars.tasks == tasks
+    assert panel.bars.heights(label) == pytest.approx([ta["tasks"][t]["accuracy"] for t in tasks])
+    experts = [seg[0][1] for seg in panel.bars.reference_lines["experts"].get_segments()]
+    assert experts == pytest.approx([ta["references"]["experts"][t] for t in tasks])
+
+    panel.tabs.setCurrentIndex(1)
+    line = panel.radar.lines["#2 TIES-Merging"]
+    assert line.get_ydata()[:-1] == pytest.approx([ties["tasks"][t]["normalized_accuracy"] for t in tasks])
+
+    panel.tabs.setCurrentIndex(2)
+    panel.sweep_box.setCurrentIndex(0)
+    one = rec.sweeps(demo_records)[0]["sweep"]
+    assert list(panel.sweep_plot.lines["average"].get_ydata()) == pytest.approx(one["average"]["accuracy"])
+    assert list(panel.sweep_plot.lines[tasks[0]].get_xdata()) == [0.0, 0.5, 1.0]
+    panel.sweep_box.setCurrentIndex(1)
+    two = rec.sweeps(demo_records)[1]["sweep"]
+    assert np.allclose(panel.sweep_plot.image.get_array(), two["average"]["normalized_accuracy"])
+    panel.sweep_task_box.setCurrentIndex(panel.sweep_task_box.findText(tasks[0]))
+    assert np.allclose(panel.sweep_plot.image.get_array(), two["grids"]["accuracy"][tasks[0]])
+
+    panel.tabs.setCurrentIndex(3)
+    x, y = panel.pareto_x.currentText(), panel.pareto_y.currentText()
+    offsets = panel.pareto.scatter.get_offsets()
+    assert np.allclose(offsets, [[r["tasks"][x]["accuracy"], r["tasks"][y]["accuracy"]] for r in (ta, ties)])
+    assert len(panel.pareto.trail) == 4 and panel.pareto.front()
+
+    for fmt in ("png", "svg"):
+        out = panel.export_plot(fmt, tmp_path / f"plot.{fmt}")
+        assert out.stat().st_size > 1000
+    csv = panel.export_history_csv(tmp_path / "history.csv").read_text().splitlines()
+    assert len(csv) == 3 and csv[0].startswith("id,time,source")
+    assert len(panel.export_sweep_csv(tmp_path / "sweep.csv").read_text().splitlines()) == 1 + 4
+
+
+def test_every_analysis_view_draws_the_demo_data(qtbot, demo_path):
+    recipe = Recipe.load(demo_path)
+    recipe.set_params("merge", {"method": "task_arithmetic", "lambda": 0.3})
+    report = analyze(recipe, "merge")
+    panel = AnalysisPanel()
+    qtbot.addWidget(panel)
+    panel.resize(1100, 380)
+    panel.show()
+    panel.set_target(recipe, "merge")
+    panel.show_report(report)
+    n = len(report.keys)
+    views = panel.canvases()
+    for i in range(len(views)):
+        panel.tabs.setCurrentIndex(i)
+        views[i].ensure_drawn()
+    off = ~np.eye(n, dtype=bool)
+    assert np.allclose(np.asarray(panel.cosine.image.get_array())[off], report.cosines.matrix[off])
+    assert [b.get_height() for b in panel.conflicts.bars["raw"]] == pytest.approx(list(report.conflicts.raw))
+    assert [b.get_height() for b in panel.conflicts.bars["trimmed"]] == pytest.approx(list(report.conflicts.trimmed))
+    assert set(panel.magnitudes.lines) == set(report.keys)
+    assert panel.magnitudes.cuts["ties"] == pytest.approx(float(np.mean(report.magnitudes.ties_cut)))
+    counts = report.overlap.counts
+    assert [b.get_height() for b in panel.overlap.bars] == pytest.approx(list(counts / counts.sum()))
+    matrix, rows = panel.norms.matrix()
+    assert rows[-1] == "merged update" and np.allclose(panel.norms.image.get_array(), matrix)
+    assert set(panel.spectra.lines) == set(report.spectra.values)
+    panel.coefficient_param.setCurrentText("effective")
+    coefficients = np.asarray(panel.coefficients.image.get_array())
+    assert coefficients.shape == (n, len(report.norms.layers) - 1)  # models × numbered layers
+    assert np.allclose(coefficients, 0.3)  # task arithmetic, λ 0.3, weights 1
+
+
+def test_sweep_this_parameter_from_the_inspector(window, qtbot, monkeypatch):
+    win, integration = window
+    win.scene.select_node("merge")
+    chosen = {}
+
+    def run_dialog(dialog):
+        chosen["first"] = dialog.first.path.currentText()
+        dialog.first.lo.setValue(0.2)
+        dialog.first.hi.setValue(0.6)
+        dialog.first.steps.setValue(3)
+        dialog.full_box.setChecked(False)
+        return True
+
+    monkeypatch.setattr("app.results.sweep_dialog.SweepDialog.exec", run_dialog)
+    label = win.inspector.fields["lambda"]
+    menu = win.inspector._sweep_menu(label, label.rect().center(), "lambda")
+    menu.actions()[0].trigger()
+    menu.close()
+    qtbot.waitUntil(lambda: bool(rec.sweeps(win.results_history)), timeout=20_000)
+    assert chosen["first"] == "lambda"
+    result = rec.sweeps(win.results_history)[-1]["sweep"]
+    assert result["axes"] == [{"path": "lambda", "values": [0.2, 0.4, 0.6]}]
+    panel = integration.panel
+    assert panel.tabs.currentIndex() == 2  # the sweep shows at once
+    assert list(panel.sweep_plot.lines["average"].get_xdata()) == [0.2, 0.4, 0.6]
