@@ -188,3 +188,27 @@ def test_peak_memory_is_one_tensor_per_model(tmp_path: Path):
         run._receive = watch
         run.save_all()
     assert live_max == 4  # base + 3 models for the current name only
+
+
+def test_path_parameters_are_resolved_against_the_recipe_folder(tmp_path: Path, tiny_models):
+    """A method's ``path`` parameter written relative in a recipe reaches the method as that file."""
+    from engine.methods import MethodSpec, Param, register
+    from engine.methods.registry import _METHODS
+
+    seen = []
+
+    def probe(inputs, params, ctx):
+        """Records the path it receives and returns the first model unchanged (test only)."""
+        seen.append(params["table"])
+        return inputs.models[0]
+
+    register(MethodSpec("path_probe", "Path probe", "test", "records its path parameter",
+                        (Param("table", "path", "", "a file"),), probe, needs_base=False))
+    try:
+        (tmp_path / "stats.bin").write_bytes(b"x")
+        recipe = simple_merge_recipe("path_probe", [tiny_models["e1"]], params={"table": "stats.bin"})
+        recipe.base_dir = tmp_path
+        materialize(recipe, "merge", device="cpu")
+        assert seen and all(Path(p) == tmp_path / "stats.bin" for p in seen)
+    finally:
+        del _METHODS["path_probe"]

@@ -29,7 +29,7 @@ def test_schema_is_complete(spec):
     names = [p.name for p in spec.params]
     assert len(names) == len(set(names))
     for p in spec.params:
-        assert p.type in ("float", "int", "bool", "choice", "str") and p.help
+        assert p.type in ("float", "int", "bool", "choice", "str", "path") and p.help
         if p.type in ("float", "int"):
             assert p.min is not None and p.max is not None and p.min <= p.max
         if p.type == "choice":

@@ -241,6 +241,8 @@ class InspectorPanel(QWidget):
         return menu
 
     def _browser(self, node_type: str, p: Param):
+        if p.type == "path":
+            return lambda parent, current: QFileDialog.getOpenFileName(parent, p.help, current)[0] or None
         if p.type != "str" or p.name != "path":
             return None
         if node_type == "save":

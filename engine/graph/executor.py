@@ -209,6 +209,9 @@ class GraphRun:
         layer_count = num_layers(self.reference(node_id).names)
         layer = layer_index(name)
         params = resolve_params(spec.params, node.params, keys, name, layer, layer_count)
+        for p in spec.params:
+            if p.type == "path" and params.get(p.name):
+                params[p.name] = str(self.recipe.resolve_path(params[p.name]))
         ctx = TensorContext(name, layer, layer_count, self.device, int(params.get("seed", 0) or 0),
                             self._stats.get(node_id))
         return keys, params, ctx

@@ -34,7 +34,8 @@ class Requirement(str, Enum):
 class Param:
     """One declared parameter of a method: the GUI builds its control from this, the CLI its parsing.
 
-    ``type`` is one of ``float``, ``int``, ``bool``, ``choice`` (one of ``choices``) or ``str``.
+    ``type`` is one of ``float``, ``int``, ``bool``, ``choice`` (one of ``choices``), ``str`` or ``path``
+    (a file; a relative path is resolved against the recipe's folder before the method sees it).
     ``per_model`` parameters take one value per input model (a scalar applies to all);
     ``layerwise`` ones also accept a per-layer schedule (see ``engine.methods.schedule``).
     """
@@ -63,7 +64,7 @@ class Param:
         if self.type == "choice":
             return None if value in self.choices else (
                 f"'{self.name}' must be one of {', '.join(self.choices)}, got {value!r}")
-        if self.type == "str":
+        if self.type in ("str", "path"):
             return None if isinstance(value, str) else f"'{self.name}' must be text, got {value!r}"
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             return f"'{self.name}' must be a number, got {value!r}"

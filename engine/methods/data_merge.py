@@ -157,7 +157,7 @@ register(MethodSpec(
     summary="Per-weight average weighted by each model's diagonal Fisher on its task "
             "(statistics from `weightsmith learn fisher`).",
     params=(
-        Param("statistics", "str", "", "Fisher statistics file written by `weightsmith learn fisher`"),
+        Param("statistics", "path", "", "Fisher statistics file written by `weightsmith learn fisher`"),
         WEIGHT,
         Param("normalize", "bool", True, "scale each model's Fisher by the inverse of its whole-model norm"),
         Param("epsilon", "float", 1e-6, "added to every Fisher value (keeps the division finite)", min=0.0, max=1.0),
@@ -242,7 +242,7 @@ register(MethodSpec(
     summary="Per linear layer, the weights that best reproduce every model's outputs on its own task's inputs "
             "(statistics from `weightsmith learn regmean`).",
     params=(
-        Param("statistics", "str", "", "Gram-matrix statistics file written by `weightsmith learn regmean`"),
+        Param("statistics", "path", "", "Gram-matrix statistics file written by `weightsmith learn regmean`"),
         Param("alpha", "float", 0.6, "scale of the Gram matrices' off-diagonal entries (1 = exact least squares)",
               min=0.0, max=1.0),
         Param("solver", "choice", "exact", "solve each layer's system directly, or by conjugate gradient (MaTS)",
