@@ -23,6 +23,7 @@ from typing import Any
 from PySide6.QtCore import QLockFile
 
 from engine.errors import EngineInputError
+from engine.jsonfiles import read_json, write_json
 from engine.graph.recipe import Recipe
 
 FORMAT = "weightsmith-project"
@@ -77,12 +78,7 @@ class Project:
     def load(cls, path: str | Path) -> "Project":
         """Read a ``.wsproj`` project, or a plain recipe ``.json`` (as a new project)."""
         path = Path(path)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise EngineInputError(f"cannot read the file ({exc.strerror or exc})", path=str(path)) from exc
-        except ValueError as exc:
-            raise EngineInputError(f"not valid JSON ({exc})", path=str(path)) from exc
+        data = read_json(path, "the file")
         folder = path.resolve().parent
         try:
             if isinstance(data, dict) and data.get("format") == "weightsmith-recipe":
@@ -94,9 +90,7 @@ class Project:
     def save(self, path: str | Path) -> None:
         """Write atomically (a temporary file renamed over the target)."""
         path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(self.to_json(), indent=2), encoding="utf-8")
-        tmp.replace(path)
+        write_json(path, self.to_json())
 
 
 @dataclass
@@ -126,9 +120,7 @@ class Autosave:
     def write(self, project: Project, origin: Path | None) -> None:
         data = project.to_json()
         data["autosave"] = {"origin": str(origin) if origin else None, "saved_at": time.time()}
-        tmp = self.file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data), encoding="utf-8")
-        tmp.replace(self.file)
+        write_json(self.file, data, indent=None)
 
     def discard(self) -> None:
         """Remove this session's autosave (a clean exit) and release the lock."""

@@ -7,13 +7,13 @@ in its scene; listeners registered with ``subscribe`` hear every change (no Qt h
 from __future__ import annotations
 
 import copy
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from engine.errors import EngineInputError
+from engine.jsonfiles import read_json, write_json
 
 FORMAT = "weightsmith-recipe"
 VERSION = 1
@@ -213,12 +213,7 @@ class Recipe:
     @classmethod
     def load(cls, path: str | Path) -> "Recipe":
         path = Path(path)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise EngineInputError(f"cannot read recipe ({exc.strerror or exc})", path=str(path)) from exc
-        except ValueError as exc:
-            raise EngineInputError(f"recipe is not valid JSON ({exc})", path=str(path)) from exc
+        data = read_json(path, "recipe")
         try:
             return cls.from_json(data, path.resolve().parent)
         except EngineInputError as exc:
@@ -226,7 +221,4 @@ class Recipe:
 
     def save(self, path: str | Path) -> None:
         """Write the recipe JSON atomically."""
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(self.to_json(), indent=2), encoding="utf-8")
-        tmp.replace(path)
+        write_json(path, self.to_json())

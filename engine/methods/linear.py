@@ -14,14 +14,19 @@ from engine.methods.base import MergeInputs, MethodSpec, Param, TensorContext
 from engine.methods.registry import register
 
 
-def _average_coefficients(params: dict[str, Any], n: int) -> tuple[list[float], float]:
+def _weights(params: dict[str, Any]) -> list[float]:
+    """The per-model weights, divided by their sum when ``normalize`` is on."""
     weights = [float(w) for w in params["weight"]]
     if params["normalize"]:
         total = sum(weights)
         if abs(total) < 1e-12:
             raise EngineInputError("the model weights sum to zero; cannot normalize")
         weights = [w / total for w in weights]
-    return weights, 0.0
+    return weights
+
+
+def _average_coefficients(params: dict[str, Any], n: int) -> tuple[list[float], float]:
+    return _weights(params), 0.0
 
 
 def weighted_average(inputs: MergeInputs, params: dict[str, Any], ctx: TensorContext) -> torch.Tensor:
@@ -47,13 +52,7 @@ def task_arithmetic(inputs: MergeInputs, params: dict[str, Any], ctx: TensorCont
 
 
 def _ta_linear(params: dict[str, Any], n: int) -> tuple[list[float], float]:
-    weights = [float(w) for w in params["weight"]]
-    if params["normalize"]:
-        total = sum(weights)
-        if abs(total) < 1e-12:
-            raise EngineInputError("the task weights sum to zero; cannot normalize")
-        weights = [w / total for w in weights]
-    coefs = [float(params["lambda"]) * w for w in weights]
+    coefs = [float(params["lambda"]) * w for w in _weights(params)]
     return coefs, 1.0 - sum(coefs)
 
 
