@@ -139,3 +139,16 @@ def test_methods_do_not_modify_their_inputs():
     for method in ("ties", "dare_ties", "breadcrumbs", "della", "pcb", "consensus_ties", "iso_cts", "model_stock"):
         merge_one(method, base, models)
         assert torch.equal(base, BASE) and all(torch.equal(a, b) for a, b in zip(models, MODELS)), method
+
+
+@pytest.mark.parametrize("method,values", [("ties", {"density": 0.3}), ("dare_ties", {"rescale": "l1", "seed": 4}),
+                                           ("breadcrumbs_ties", {"density": 0.5, "gamma": 0.1})])
+def test_worker_threads_do_not_change_results(method, values, monkeypatch):
+    base = torch.randn(400, 37)
+    models = [base + torch.randn(400, 37) for _ in range(3)]
+    monkeypatch.setattr(streaming, "CHUNK", 1 << 10)
+    monkeypatch.setattr(streaming, "_SMALL", 1 << 11)
+    monkeypatch.setattr(streaming, "_SAMPLE", 1 << 9)
+    threaded = merge_one(method, base, models, values)
+    monkeypatch.setattr(streaming, "_workers", lambda: None)
+    assert torch.equal(threaded, merge_one(method, base, models, values))

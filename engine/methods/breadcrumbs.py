@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from engine.methods.base import MergeInputs, MethodSpec, ModelStatistic, Param, TensorContext
-from engine.methods.gta import SparsifyChunk, check_scope, gta_merge, magnitudes_at
+from engine.methods.gta import check_scope, gta_merge, magnitudes_at
 from engine.methods.params import LAMBDA, SCOPE, WEIGHT, density, normalize, rescale
 from engine.methods.registry import register
 from engine.methods.sparsify import band_bounds
@@ -42,19 +42,17 @@ def band_limits(inputs: MergeInputs, params: dict[str, Any], ctx: TensorContext)
 
 
 def keep_band(limits: list[tuple[Any, Any]]):
-    """The ``make_sparsify`` keeping each model's magnitude window."""
-    def make() -> SparsifyChunk:
-        def apply(t: int, sl: slice, d: torch.Tensor) -> None:
-            low, high = limits[t]
-            if low is None and high is None:
-                return
-            mag = d.abs()
-            if low is not None:
-                d.mul_(mag.clone().ge_(low) if high is not None else mag.ge_(low))
-            if high is not None:
-                d.mul_(mag.lt_(high))
-        return apply
-    return make
+    """The ``sparsify`` step of ``gta_merge`` keeping each model's magnitude window."""
+    def apply(t: int, sl: slice, d: torch.Tensor) -> None:
+        low, high = limits[t]
+        if low is None and high is None:
+            return
+        mag = d.abs()
+        if low is not None:
+            d.mul_(mag.clone().ge_(low) if high is not None else mag.ge_(low))
+        if high is not None:
+            d.mul_(mag.lt_(high))
+    return apply
 
 
 def _breadcrumbs(inputs: MergeInputs, params: dict[str, Any], ctx: TensorContext, elect_sign: bool) -> torch.Tensor:

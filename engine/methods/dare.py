@@ -11,42 +11,36 @@ from typing import Any
 import torch
 
 from engine.methods.base import MergeInputs, MethodSpec, TensorContext
-from engine.methods.gta import SparsifyChunk, gta_merge
+from engine.methods.gta import gta_merge
 from engine.methods.params import LAMBDA, SEED, WEIGHT, density, normalize, rescale
 from engine.methods.registry import register
 from engine.methods.sparsify import random_keep_mask
 
 
-def model_generators(ctx: TensorContext, count: int) -> list[torch.Generator]:
-    """One CPU generator per input model, all derived from ``ctx.generator()`` (seed + tensor name)."""
-    seeds = torch.randint(0, 2**62, (count,), generator=ctx.generator()).tolist()
-    return [torch.Generator(device="cpu").manual_seed(int(s)) for s in seeds]
+def model_seeds(ctx: TensorContext, count: int) -> list[int]:
+    """One seed per input model, all derived from ``ctx.generator()`` (the merge's seed + tensor name)."""
+    return [int(s) for s in torch.randint(0, 2**62, (count,), generator=ctx.generator())]
 
 
-def drop_and_rescale(ctx: TensorContext, densities: list[float], mode: str, count: int):
-    """A ``make_sparsify`` for ``gta_merge``: keep each entry with probability ``density`` (fresh draws
-    from the same per-model generators every time it is called), divide survivors by ``density`` when
-    ``mode == 'inverse'``."""
-    def make() -> SparsifyChunk:
-        gens = model_generators(ctx, count)
-
-        def apply(t: int, sl: slice, d: torch.Tensor) -> None:
-            p = densities[t]
-            if p >= 1:
-                return
-            if p <= 0:
-                d.zero_()
-                return
-            d.mul_(random_keep_mask(d.shape, p, gens[t], d.device))
-            if mode == "inverse":
-                d.div_(p)
-        return apply
-    return make
+def drop_and_rescale(seeds: list[int], densities: list[float], mode: str):
+    """The ``sparsify`` step of ``gta_merge``: keep each entry with probability ``density``, and divide the
+    survivors by ``density`` when ``mode == 'inverse'``."""
+    def apply(t: int, sl: slice, d: torch.Tensor) -> None:
+        p = densities[t]
+        if p >= 1:
+            return
+        if p <= 0:
+            d.zero_()
+            return
+        keep = random_keep_mask(seeds[t], sl, p, d.device)
+        d.mul_(keep.mul_(1.0 / p) if mode == "inverse" else keep)
+    return apply
 
 
 def _dare(inputs: MergeInputs, params: dict[str, Any], ctx: TensorContext, elect_sign: bool) -> torch.Tensor:
-    make = drop_and_rescale(ctx, [float(d) for d in params["density"]], params["rescale"], len(inputs))
-    return gta_merge(inputs, params, make, elect_sign=elect_sign, rescale_l1=params["rescale"] == "l1")
+    sparsify = drop_and_rescale(model_seeds(ctx, len(inputs)), [float(d) for d in params["density"]],
+                                params["rescale"])
+    return gta_merge(inputs, params, sparsify, elect_sign=elect_sign, rescale_l1=params["rescale"] == "l1")
 
 
 def dare_linear(inputs: MergeInputs, params: dict[str, Any], ctx: TensorContext) -> torch.Tensor:
@@ -56,8 +50,9 @@ def dare_linear(inputs: MergeInputs, params: dict[str, Any], ctx: TensorContext)
     - ``density`` is the keep probability 1 − p (mergekit's parameter; the paper's drop rate is p);
     - ``rescale='inverse'`` (default) divides survivors by ``density`` as in the paper; ``'l1'`` instead
       restores each task vector's L1 norm per tensor, which is what mergekit's ``rescale: true`` does;
-    - the draws come from one CPU generator per model, derived from ``seed`` and the tensor name, so a
-      merge is reproducible and identical on every device; changing the model order changes the draws;
+    - the draws come from CPU generators derived from ``seed``, the tensor name, the model's position and
+      the block of entries (``engine.methods.sparsify.random_keep_mask``), so a merge is reproducible and
+      identical on every device; changing the model order changes the draws;
     - ``normalize`` divides by Σ w_t (mergekit's option; off by default, as there).
     """
     return _dare(inputs, params, ctx, elect_sign=False)

@@ -12,7 +12,7 @@ import torch
 
 from engine.errors import EngineInputError
 from engine.methods.base import MergeInputs, MethodSpec, Param, TensorContext
-from engine.methods.dare import model_generators
+from engine.methods.dare import model_seeds
 from engine.methods.gta import combine
 from engine.methods.params import LAMBDA, SEED, WEIGHT, density, normalize, rescale
 from engine.methods.registry import register
@@ -60,7 +60,7 @@ def magprune(delta: torch.Tensor, density_value: float, epsilon: float, mode: st
 
 
 def _della(inputs: MergeInputs, params: dict[str, Any], ctx: TensorContext, elect_sign: bool) -> torch.Tensor:
-    gens = model_generators(ctx, len(inputs))
+    gens = [torch.Generator().manual_seed(s) for s in model_seeds(ctx, len(inputs))]
     deltas = [magprune(d, float(p), float(e), params["rescale"], g)
               for d, p, e, g in zip(inputs.fresh_deltas(), params["density"], params["epsilon"], gens)]
     mixed = combine(deltas, params["weight"], elect_sign=elect_sign, normalize=params["normalize"])

@@ -3,7 +3,8 @@
 Every member computes ``θ = θ0 + λ · combine(sparsify(τ_t))``: each task vector is sparsified (its own
 way), multiplied by its weight, optionally put through TIES's sign election and disjoint mean, summed
 (or averaged) and scaled. ``gta_merge`` runs that pipeline on cache-sized chunks of the flattened
-tensor on the CPU and on the whole tensor elsewhere (see ``engine.methods.streaming``).
+tensor on the CPU (spread over worker threads) and on the whole tensor elsewhere (see
+``engine.methods.streaming``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import torch
 
 from engine.errors import EngineInputError
 from engine.methods.base import MergeInputs, TensorContext
-from engine.methods.streaming import chunk_slices
+from engine.methods.streaming import chunk_slices, run_chunks
 
 SparsifyChunk = Callable[[int, slice, torch.Tensor], None]
 
@@ -66,13 +67,12 @@ def combine(deltas: list[torch.Tensor], weights: Sequence[float], *, elect_sign:
     return mixed
 
 
-def gta_merge(inputs: MergeInputs, params: dict[str, Any], make_sparsify: Callable[[], SparsifyChunk] | None,
-              *, elect_sign: bool, rescale_l1: bool = False) -> torch.Tensor:
-    """``θ0 + λ · combine(sparsify(τ_t))`` over chunks of the flattened tensor.
+def gta_merge(inputs: MergeInputs, params: dict[str, Any], sparsify: SparsifyChunk | None, *,
+              elect_sign: bool, rescale_l1: bool = False) -> torch.Tensor:
+    """``θ0 + λ · combine(sparsify(τ_t))``, slice by slice of the flattened tensor (``run_chunks``).
 
-    ``make_sparsify()`` returns a function ``(t, chunk, d)`` that sparsifies model t's chunk ``d`` in
-    place; it sees each model's chunks in order, so random methods draw from one generator per model
-    and their draws do not depend on the chunking (the CPU and the GPU give the same result). With
+    ``sparsify(t, sl, d)`` sparsifies model t's values ``d`` at flat positions ``sl`` in place; it must
+    depend on nothing but its arguments (slices may run in any order, on several threads). With
     ``rescale_l1`` a first pass measures, per model, the L1 norm of τ_t before and after sparsifying and
     the survivors are scaled to restore it (mergekit's ``rescale``; left as is when either norm < 1e-7).
     Reads ``weight``, ``normalize`` and ``lambda`` from ``params``.
@@ -80,12 +80,12 @@ def gta_merge(inputs: MergeInputs, params: dict[str, Any], make_sparsify: Callab
     base = inputs.base
     base_flat = base.reshape(-1)
     chunks = chunk_slices(base.numel(), base.device)
-    factors = _l1_factors(inputs, make_sparsify(), chunks) if rescale_l1 and make_sparsify else None
-    sparsify = make_sparsify() if make_sparsify else None
+    factors = _l1_factors(inputs, sparsify, chunks) if rescale_l1 and sparsify is not None else None
     out = torch.empty(base.shape, dtype=base.dtype, device=base.device)
     out_flat = out.view(-1)
     lam = float(params["lambda"])
-    for sl in chunks:
+
+    def work(sl: slice) -> None:
         deltas = inputs.fresh_deltas(sl)
         if sparsify is not None:
             for t, d in enumerate(deltas):
@@ -94,20 +94,22 @@ def gta_merge(inputs: MergeInputs, params: dict[str, Any], make_sparsify: Callab
                     d.mul_(factors[t])
         mixed = combine(deltas, params["weight"], elect_sign=elect_sign, normalize=params["normalize"])
         torch.add(base_flat[sl], mixed, alpha=lam, out=out_flat[sl])
+
+    run_chunks(chunks, work)
     return out
 
 
 def _l1_factors(inputs: MergeInputs, sparsify: SparsifyChunk, chunks: list[slice]) -> list[float]:
     """Per model ``‖τ_t‖₁ / ‖sparsify(τ_t)‖₁`` over the whole tensor (1 when either is below 1e-7)."""
-    before = after = None
-    for sl in chunks:
+    def norms(sl: slice) -> torch.Tensor:
         deltas = inputs.fresh_deltas(sl)
-        b = torch.stack([d.abs().sum(dtype=torch.float64) for d in deltas])
+        before = torch.stack([d.abs().sum(dtype=torch.float64) for d in deltas])
         for t, d in enumerate(deltas):
             sparsify(t, sl, d)
-        a = torch.stack([d.abs().sum(dtype=torch.float64) for d in deltas])
-        before, after = (b, a) if before is None else (before + b, after + a)
-    return [float(x / y) if x >= 1e-7 and y >= 1e-7 else 1.0 for x, y in zip(before.tolist(), after.tolist())]
+        return torch.stack([before, torch.stack([d.abs().sum(dtype=torch.float64) for d in deltas])])
+
+    total = sum(run_chunks(chunks, norms)).tolist()
+    return [x / y if x >= 1e-7 and y >= 1e-7 else 1.0 for x, y in zip(*total)]
 
 
 def magnitudes_at(inputs: MergeInputs) -> Callable[[slice | torch.Tensor], list[torch.Tensor]]:

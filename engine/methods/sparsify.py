@@ -39,21 +39,32 @@ def band_bounds(n: int, density: float, gamma: float) -> tuple[int, int]:
     return start, start + target
 
 
-def random_keep_mask(shape: torch.Size, density: float, generator: torch.Generator,
-                     device: torch.device) -> torch.Tensor:
-    """Bernoulli(``density``) keep mask as float 0/1, drawn on the CPU from ``generator`` (same draws on
-    every device).
+RANDOM_BLOCK = 1 << 18
+_GOLDEN = 0x9E3779B97F4A7C15
 
-    Each entry compares one uniform 32-bit word with ``density·2³²``; the words come from 64-bit draws
-    split in two, which halves the generator calls compared with ``torch.rand``. The comparison runs in
-    float32 (probabilities exact to about 2⁻²⁴), which is much faster on the CPU than boolean masks.
+
+def random_keep_mask(seed: int, positions: slice, density: float, device: torch.device) -> torch.Tensor:
+    """Bernoulli(``density``) keep mask, as float 0/1, for flat positions ``positions`` of a tensor.
+
+    Entries are drawn on the CPU in fixed blocks of ``RANDOM_BLOCK`` positions, block b from its own
+    generator seeded from (``seed``, b), so the draws for a position never depend on how the tensor is
+    sliced, in what order or on which thread the slices run, or on the device. Each entry compares one
+    uniform 32-bit word (64-bit draws split in two: half the generator calls of ``torch.rand``) with
+    ``density·2³²``, in float32 (probabilities exact to about 2⁻²⁴; float masks are much faster on the
+    CPU than boolean ones).
     """
+    start, stop = positions.start, positions.stop
     if density >= 1:
-        return torch.ones(shape, device=device)
-    numel = math.prod(shape)
-    words = torch.empty((numel + 1) // 2, dtype=torch.int64).random_(-2**63, 2**63 - 1, generator=generator)
-    bits = words.view(torch.int32)[:numel].reshape(shape).to(device)
-    return bits.to(torch.float32).lt_(math.floor(density * 2.0**32) - 2.0**31)
+        return torch.ones(stop - start, device=device)
+    parts = []
+    for block in range(start // RANDOM_BLOCK, (stop - 1) // RANDOM_BLOCK + 1):
+        first = block * RANDOM_BLOCK
+        lo, hi = max(start, first) - first, min(stop, first + RANDOM_BLOCK) - first
+        gen = torch.Generator().manual_seed((seed + (block + 1) * _GOLDEN) % 2**63)
+        words = torch.empty((hi + 1) // 2, dtype=torch.int64).random_(-2**63, 2**63 - 1, generator=gen)
+        parts.append(words.view(torch.int32)[lo:hi])
+    bits = parts[0] if len(parts) == 1 else torch.cat(parts)
+    return bits.to(device).to(torch.float32).lt_(math.floor(density * 2.0**32) - 2.0**31)
 
 
 def rescale_l1(original: torch.Tensor, masked: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:

@@ -38,7 +38,7 @@ def trim_thresholds(inputs: MergeInputs, params: dict[str, Any], ctx: TensorCont
 
 
 def trim(thresholds: list[Any]):
-    """The ``sparsify`` step of ``gta_merge`` keeping ``|τ| ≥ threshold`` per model."""
+    """The ``sparsify`` step of ``gta_merge`` keeping ``|τ| ≥ threshold`` per model (None: keep all)."""
     def apply(t: int, sl: slice, d: torch.Tensor) -> None:
         if thresholds[t] is not None:
             d.mul_(d.abs().ge_(thresholds[t]))
@@ -61,7 +61,7 @@ def ties(inputs: MergeInputs, params: dict[str, Any], ctx: TensorContext) -> tor
     """
     check_scope(params, ctx)
     thresholds = trim_thresholds(inputs, params, ctx)
-    return gta_merge(inputs, params, lambda: trim(thresholds), elect_sign=True)
+    return gta_merge(inputs, params, trim(thresholds), elect_sign=True)
 
 
 def global_top_k(params: dict[str, Any]) -> ModelStatistic | None:
