@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import html
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ from app.log_panel import LogPanel
 from app.logging_setup import log_file
 from app.project import SUFFIX, Autosave, Project, Recovery
 from app.results import install as install_results
+from app.results.records import evaluation_records
 from app.settings import AppPaths, Settings
 from app.settings_dialog import SettingsDialog
 from app.status import StatusFields
@@ -42,6 +44,15 @@ from engine.errors import EngineInputError
 from engine.graph import Recipe, RunResult, run_recipe, validate
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class GraphRunOutcome:
+    """What Run produced: the Save nodes' outputs, the Evaluate nodes' scores, the recipe that ran."""
+
+    written: RunResult | None
+    scores: dict[str, Any] | None
+    recipe: dict[str, Any]
 
 AUTOSAVE_MS = 15_000
 PROJECT_FILTER = (f"Weightsmith projects (*{SUFFIX});;Recipes (*.json);;"
@@ -385,7 +396,8 @@ class MainWindow(QMainWindow):
 
     # ---- running ---------------------------------------------------------------------------------
     def run_graph(self) -> Job | None:
-        """Write every Save node of the graph in a worker; progress shows in the Tasks panel."""
+        """Write every Save node and score every Evaluate node of the graph in a worker; progress shows
+        in the Tasks panel and evaluation results go into the results history."""
         if self.jobs.busy:
             self.statusBar().showMessage("Wait for the running task to finish (or cancel it with Esc)", 4000)
             return None
@@ -395,8 +407,9 @@ class MainWindow(QMainWindow):
                             "\n".join(f"• {p.node_id + ': ' if p.node_id else ''}{p.message}" for p in problems))
             return None
         saves = [n for n in self.recipe.nodes.values() if n.type == "save"]
-        if not saves:
-            self.show_error("Nothing to run", "Add a Save node and connect a model to it.")
+        evaluates = [n for n in self.recipe.nodes.values() if n.type == "evaluate"]
+        if not saves and not evaluates:
+            self.show_error("Nothing to run", "Add a Save or an Evaluate node and connect a model to it.")
             return None
         existing = [self.recipe.resolve_path(n.params["path"]) for n in saves
                     if self.recipe.resolve_path(n.params["path"]).exists()]
@@ -411,10 +424,18 @@ class MainWindow(QMainWindow):
             force = True
         snapshot = self.recipe.copy()
         device = self.settings.device
-        title = "Merge → " + ", ".join(Path(str(n.params["path"])).name for n in saves)
+        title = " + ".join(filter(None, (
+            ("Merge → " + ", ".join(Path(str(n.params["path"])).name for n in saves)) if saves else "",
+            ("Evaluate " + ", ".join(n.id for n in evaluates)) if evaluates else "")))
 
-        def work(progress, cancel) -> RunResult:
-            return run_recipe(snapshot, device=device, progress=progress, cancel=cancel, force=force)
+        def work(progress, cancel) -> GraphRunOutcome:
+            written = run_recipe(snapshot, device=device, progress=progress, cancel=cancel, force=force) if saves else None
+            scores = None
+            if evaluates:
+                from engine.evaluation.recipe import evaluate_recipe
+
+                scores = evaluate_recipe(snapshot, device=device, progress=progress, cancel=cancel)
+            return GraphRunOutcome(written, scores, snapshot.to_json())
 
         job = self.jobs.submit(title, work, kind="merge")
         job.succeeded.connect(self._on_run_succeeded)
@@ -426,13 +447,23 @@ class MainWindow(QMainWindow):
         self.tasks_dock.raise_()
         return job
 
-    def _on_run_succeeded(self, result: RunResult) -> None:
-        self.status.set_last_run(result.seconds)
-        for w in result.warnings:
-            log.warning(w)
-        for save_id, out in result.outputs.items():
-            log.info("Saved %s → %s", save_id, out)
-        self.statusBar().showMessage(f"Done: {len(result.outputs)} model(s) written in {result.seconds:.1f} s", 8000)
+    def _on_run_succeeded(self, outcome: "GraphRunOutcome") -> None:
+        result = outcome.written
+        if result is not None:
+            self.status.set_last_run(result.seconds)
+            for w in result.warnings:
+                log.warning(w)
+            for save_id, out in result.outputs.items():
+                log.info("Saved %s → %s", save_id, out)
+        added = 0
+        if outcome.scores is not None:
+            for record in evaluation_records(outcome.scores, outcome.recipe):
+                added += bool(self.results_views.panel.add_run(record))
+            for run in outcome.scores["runs"]:
+                log.info("Evaluated %s: average accuracy %.4f", run["name"], run["average"].get("accuracy", float("nan")))
+            self.results_dock.raise_()
+        written = len(result.outputs) if result is not None else 0
+        self.statusBar().showMessage(f"Done: {written} model(s) written, {added} run(s) added to the results", 8000)
 
     def cancel_run(self) -> None:
         """Cancel the newest running or queued task."""

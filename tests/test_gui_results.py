@@ -240,3 +240,42 @@ def test_sweep_this_parameter_from_the_inspector(window, qtbot, monkeypatch):
     panel = integration.panel
     assert panel.tabs.currentIndex() == 2  # the sweep shows at once
     assert list(panel.sweep_plot.lines["average"].get_xdata()) == [0.2, 0.4, 0.6]
+
+
+def test_run_scores_the_evaluate_node_into_the_history(window, qtbot):
+    """F5 on the demo graph (merge → Evaluate, no Save) evaluates it in a worker; the history then holds
+    a full-split run of the merge (filed by Run, or the identical live one it would duplicate) whose
+    scores are the engine's, with the experts as references."""
+    from engine.evaluation.recipe import evaluate_recipe
+
+    win, integration = window
+    qtbot.waitUntil(lambda: not win.jobs.busy, timeout=30_000)  # the demo opens on a zoo-build check
+    job = win.run_graph()
+    assert job is not None, win.statusBar().currentMessage()
+    with qtbot.waitSignal(win.runFinished, timeout=60_000):
+        pass
+    assert "added to the results" in win.statusBar().currentMessage()
+    full = [r for r in rec.runs(integration.panel.records()) if r["node"] == "merge" and r["full"]
+            and r["params"] == win.recipe.nodes["merge"].params]
+    assert full
+    record = full[-1]
+    expected = next(r for r in evaluate_recipe(win.recipe.copy(), device="cpu")["runs"] if r["recipe_node"] == "merge")
+    for task, row in expected["tasks"].items():
+        one_example = 1.0 / row["n"]  # live scores may differ from a fresh merge by one example (fp32 order)
+        assert record["tasks"][task]["accuracy"] == pytest.approx(row["accuracy"], abs=one_example)
+        assert record["references"]["experts"][task] == pytest.approx(row["expert_accuracy"], abs=one_example)
+
+
+def test_evaluation_records_file_merge_runs_with_base_and_expert_references(demo_path):
+    from engine.evaluation.recipe import evaluate_recipe
+
+    recipe = Recipe.load(demo_path)
+    result = evaluate_recipe(recipe, device="cpu")
+    records = rec.evaluation_records(result, recipe.to_json())
+    merges = [r for r in result["runs"] if r["type"] == "merge"]
+    base = next(r for r in result["runs"] if r["name"] == "base")
+    assert [r["node"] for r in records] == [r["recipe_node"] for r in merges] == ["merge"]
+    record = records[0]
+    assert record["tasks"] == merges[0]["tasks"] and record["params"] == recipe.nodes["merge"].params
+    assert record["references"]["base"] == {t: row["accuracy"] for t, row in base["tasks"].items()}
+    assert record["references"]["experts"] == {t: row["expert_accuracy"] for t, row in merges[0]["tasks"].items()}

@@ -57,6 +57,33 @@ def run_record(report: LiveReport, *, recipe: Mapping[str, Any], node_id: str, s
             "references": {k: dict(v) for k, v in report.references.items()}}
 
 
+def evaluation_records(result: Mapping[str, Any], recipe: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Run records (ids still to assign) from ``evaluate_recipe``'s output: one per merged model scored,
+    with the base and the experts that the same Evaluate node scored as its references."""
+    records = []
+    by_node: dict[str, list[Mapping[str, Any]]] = {}
+    for run in result.get("runs", []):
+        by_node.setdefault(run.get("evaluate_node", ""), []).append(run)
+    nodes = {n["id"]: n for n in recipe.get("nodes", [])}
+    for evaluated in by_node.values():
+        experts = {t: row.get("expert_accuracy") for run in evaluated for t, row in run["tasks"].items()}
+        refs: dict[str, dict[str, float | None]] = {"experts": experts}
+        bases = [r for r in evaluated if r.get("type") == "checkpoint" and r.get("name") == "base"]
+        if bases:
+            refs["base"] = {t: row["accuracy"] for t, row in bases[0]["tasks"].items()}
+        for run in evaluated:
+            if run.get("type") != "merge":
+                continue
+            params = dict(nodes.get(run["recipe_node"], {}).get("params", {}))
+            records.append({"kind": "run", "time": now(), "source": "run", "node": run["recipe_node"],
+                            "method": params.get("method", run.get("method", "")), "params": params,
+                            "recipe": dict(recipe), "split": run.get("split", "test"), "full": True,
+                            "examples": {t: row.get("n") for t, row in run["tasks"].items()},
+                            "tasks": {t: dict(row) for t, row in run["tasks"].items()},
+                            "average": dict(run.get("average", {})), "references": refs})
+    return records
+
+
 def sweep_record(result: SweepResult, *, recipe: Mapping[str, Any], node_id: str, record_id: int) -> dict[str, Any]:
     return {"kind": "sweep", "id": record_id, "time": now(), "node": node_id,
             "method": result.params.get("method", ""), "recipe": dict(recipe), "sweep": result.to_json()}
