@@ -36,6 +36,18 @@ def finetune(base: dict[str, torch.Tensor], seed: int, scale: float = 0.1) -> di
             for n, t in base.items()}
 
 
+def square_models(folder: Path, n_tensors: int, name: str = "layers.{i}.weight") -> dict[str, Path]:
+    """A base and two experts of ``n_tensors`` 1024×1024 fp32 tensors (4 MB each): merges that last."""
+    g = torch.Generator().manual_seed(0)
+    base = {name.format(i=i): torch.randn(1024, 1024, generator=g) for i in range(n_tensors)}
+    paths = {"base": folder / "base.safetensors"}
+    save_file(base, paths["base"])
+    for k in (1, 2):
+        paths[f"e{k}"] = folder / f"e{k}.safetensors"
+        save_file({n: t + 0.01 * torch.randn(t.shape, generator=g) for n, t in base.items()}, paths[f"e{k}"])
+    return paths
+
+
 @pytest.fixture
 def tiny_models(tmp_path: Path) -> dict[str, Path]:
     """A base and three experts as single-file safetensors: {'base': path, 'e1': path, ...}."""

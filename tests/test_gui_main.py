@@ -27,6 +27,7 @@ from app.startup import open_demo
 from app.workers import JobState
 from engine.graph import Node, Recipe, materialize
 from engine.runtime import Progress
+from tests.conftest import square_models
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -168,14 +169,7 @@ def test_a_slider_drag_is_one_undo_step(qtbot, window, tiny_models, tmp_path) ->
 @pytest.fixture
 def medium_models(tmp_path: Path) -> dict[str, Path]:
     """A base and two experts of 48 MB each: a run long enough to cancel half-way."""
-    g = torch.Generator().manual_seed(0)
-    base = {f"layers.{i}.weight": torch.randn(1024, 1024, generator=g) for i in range(12)}
-    paths = {"base": tmp_path / "base.safetensors"}
-    save_file(base, paths["base"])
-    for k in (1, 2):
-        paths[f"e{k}"] = tmp_path / f"e{k}.safetensors"
-        save_file({n: t + 0.01 * torch.randn(t.shape, generator=g) for n, t in base.items()}, paths[f"e{k}"])
-    return paths
+    return square_models(tmp_path, 12)
 
 
 def test_cancel_from_the_tasks_panel_leaves_no_output(qtbot, window, medium_models, tmp_path) -> None:

@@ -6,15 +6,14 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import QMessageBox
-from safetensors.torch import save_file
 
 from app.main_window import MainWindow
 from app.project import Project
 from app.settings import AppPaths, Settings
 from app.workers import JobState
+from tests.conftest import square_models
 from engine.graph import Edge, Node, Recipe
 
 MAX_STALL_S = 0.100
@@ -23,14 +22,7 @@ MAX_STALL_S = 0.100
 @pytest.fixture
 def big_models(tmp_path: Path) -> dict[str, Path]:
     """A base and two experts, 96 MB each (24 tensors of 1024×1024 fp32)."""
-    g = torch.Generator().manual_seed(0)
-    base = {f"model.layers.{i}.mlp.weight": torch.randn(1024, 1024, generator=g) for i in range(24)}
-    paths = {"base": tmp_path / "base.safetensors"}
-    save_file(base, paths["base"])
-    for k in (1, 2):
-        paths[f"e{k}"] = tmp_path / f"e{k}.safetensors"
-        save_file({n: t + 0.01 * torch.randn(t.shape, generator=g) for n, t in base.items()}, paths[f"e{k}"])
-    return paths
+    return square_models(tmp_path, 24, "model.layers.{i}.mlp.weight")
 
 
 def test_no_event_loop_stall_over_100ms_during_a_merge(qtbot, tmp_path, big_models, monkeypatch) -> None:
