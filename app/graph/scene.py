@@ -32,11 +32,16 @@ from engine.methods import get_method
 CHECKPOINT_MIME = "application/x-weightsmith-checkpoint"
 SCENE_EXTENT = 50_000.0
 COLUMN_GAP, ROW_GAP = 270.0, 150.0
+WRAP_ROWS, WRAP_GAP = 5, 230.0  # a depth with more nodes wraps into side-by-side columns this far apart
 _GENERIC_FILE_STEMS = {"model", "pytorch_model", "adapter_model", "diffusion_pytorch_model"}
 
 
 def auto_layout(recipe: Recipe) -> dict[str, tuple[float, float]]:
-    """Positions for nodes that have none: one column per depth in the graph, rows in recipe order."""
+    """Positions for nodes that have none: one column per depth in the graph, rows in recipe order.
+
+    A depth holding more than ``WRAP_ROWS`` nodes (eight experts feeding one merge) wraps into several
+    columns, and every depth is centred vertically on the tallest, so a merge sits beside its inputs.
+    """
     try:
         order = topological_order(recipe)
     except RecipeError:
@@ -45,12 +50,19 @@ def auto_layout(recipe: Recipe) -> dict[str, tuple[float, float]]:
     for nid in order:
         srcs = [depth[e.src] for e in recipe.input_edges(nid) if e.src in depth]
         depth[nid] = 1 + max(srcs) if srcs else 0
-    rows: dict[int, int] = defaultdict(int)
-    out = {}
+    columns: dict[int, list[str]] = defaultdict(list)
     for nid in recipe.nodes:
-        col = depth.get(nid, 0)
-        out[nid] = (col * COLUMN_GAP, rows[col] * ROW_GAP)
-        rows[col] += 1
+        columns[depth.get(nid, 0)].append(nid)
+    tallest = min(WRAP_ROWS, max((len(ids) for ids in columns.values()), default=0))
+    out, x = {}, 0.0
+    for d in sorted(columns):
+        ids = columns[d]
+        rows = min(len(ids), WRAP_ROWS)
+        top = (tallest - rows) * ROW_GAP / 2
+        for i, nid in enumerate(ids):
+            sub, row = divmod(i, rows)
+            out[nid] = (x + sub * WRAP_GAP, top + row * ROW_GAP)
+        x += (len(ids) - 1) // rows * WRAP_GAP + COLUMN_GAP
     return out
 
 
