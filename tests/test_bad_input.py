@@ -106,6 +106,10 @@ def test_nan_input_warns_with_tensor_name(tmp_path: Path, tiny_models):
     result = run_recipe(recipe)
     assert len(result.warnings) == 1
     assert "model.layers.2.mlp.up_proj.weight" in result.warnings[0] and "nan.safetensors" in result.warnings[0]
+    # a whole-model TIES reads every tensor in two statistic passes and the merge: still one warning
+    recipe = simple_merge_recipe("ties", [tiny_models["e1"], tmp_path / "nan.safetensors"], base=tiny_models["base"],
+                                 params={"scope": "model"}, out=tmp_path / "o2")
+    assert len(run_recipe(recipe).warnings) == 1
 
 
 def test_full_disk_mid_write_leaves_nothing(tmp_path: Path, tiny_models, monkeypatch):

@@ -108,8 +108,9 @@ class GraphRun:
         t = ckpt.get(name)
         if t.is_floating_point() and t.numel() and not all(map(math.isfinite, (float(v) for v in torch.aminmax(t)))):
             msg = f"{ckpt.path}: tensor '{name}' contains NaN or Inf values"
-            log.warning(msg)
-            self.result.warnings.append(msg)
+            if msg not in self.result.warnings:  # statistic passes read a tensor more than once
+                log.warning(msg)
+                self.result.warnings.append(msg)
         if self.device.type == "cuda":
             t = t.pin_memory()
         return t
