@@ -44,7 +44,19 @@ def bezier(p0: QPointF, p1: QPointF) -> QPainterPath:
     return path
 
 
-class PortItem(QGraphicsItem):
+class HoverHighlight:
+    """Mixin for items drawn emphasised while the mouse is over them (``self._hover``, set in __init__)."""
+
+    def hoverEnterEvent(self, event: QGraphicsSceneHoverEvent) -> None:  # noqa: N802 (Qt's name)
+        self._hover = True
+        self.update()
+
+    def hoverLeaveEvent(self, event: QGraphicsSceneHoverEvent) -> None:  # noqa: N802 (Qt's name)
+        self._hover = False
+        self.update()
+
+
+class PortItem(HoverHighlight, QGraphicsItem):
     """An input port (``port`` given) on a node's left edge, or the output port on its right edge."""
 
     def __init__(self, node: "NodeItem", port: Port | None):
@@ -116,14 +128,6 @@ class PortItem(QGraphicsItem):
             painter.setPen(Qt.PenStyle.NoPen)
             painter.setBrush(body)
             painter.drawRoundedRect(rect.adjusted(r * 0.55, r * 0.55, -r * 0.55, -r * 0.55), r * 0.45, r * 0.45)
-
-    def hoverEnterEvent(self, event: QGraphicsSceneHoverEvent) -> None:  # noqa: N802 (Qt's name)
-        self._hover = True
-        self.update()
-
-    def hoverLeaveEvent(self, event: QGraphicsSceneHoverEvent) -> None:  # noqa: N802 (Qt's name)
-        self._hover = False
-        self.update()
 
 
 class NodeItem(QGraphicsItem):
@@ -314,7 +318,7 @@ class NodeItem(QGraphicsItem):
         painter.drawText(QRectF(center.x() - 7.5, center.y() - 7.5, 15, 15), Qt.AlignmentFlag.AlignCenter, "!")
 
 
-class EdgeItem(QGraphicsPathItem):
+class EdgeItem(HoverHighlight, QGraphicsPathItem):
     """A connection drawn as a bezier curve in the colour of the kind it carries; selectable."""
 
     def __init__(self, edge: Any, src: NodeItem, dst: NodeItem):
@@ -368,14 +372,6 @@ class EdgeItem(QGraphicsPathItem):
         painter.setPen(QPen(color, width, Qt.PenStyle.SolidLine, Qt.PenCapStyle.RoundCap))
         painter.setBrush(Qt.BrushStyle.NoBrush)
         painter.drawPath(self.path())
-
-    def hoverEnterEvent(self, event: QGraphicsSceneHoverEvent) -> None:  # noqa: N802 (Qt's name)
-        self._hover = True
-        self.update()
-
-    def hoverLeaveEvent(self, event: QGraphicsSceneHoverEvent) -> None:  # noqa: N802 (Qt's name)
-        self._hover = False
-        self.update()
 
 
 class DragEdgeItem(QGraphicsPathItem):

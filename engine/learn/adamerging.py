@@ -28,9 +28,8 @@ import torch.nn.functional as F
 from engine.errors import EngineInputError
 from engine.evaluation.tasks import Task
 from engine.graph import Recipe
-from engine.learn.common import LearnResult, learned_recipe, load_sources, merge_node
-from engine.learn.coefficients import (TaskVectorMix, coefficient_table, make_groups, optimize, table_tensor,
-                                       weight_schedules)
+from engine.learn.common import LearnResult, learned_recipe, load_mix, merge_node
+from engine.learn.coefficients import coefficient_table, optimize, table_tensor, weight_schedules
 from engine.runtime import CancelToken, resolve_device
 from engine.runtime.progress import ProgressCallback
 
@@ -87,10 +86,7 @@ def learn_adamerging(recipe: Recipe, node_id: str | None, tasks: Sequence[Task],
     node_id = merge_node(recipe, node_id)
     dev = resolve_device(device)
     generator = torch.Generator().manual_seed(seed)
-    sources = load_sources(recipe, node_id, device=dev, progress=progress, cancel=cancel)
-    groups = make_groups(sources.names, mode)
-    mix = TaskVectorMix(sources.base, sources.deltas(), sources.names, groups)
-    del sources
+    mix, groups = load_mix(recipe, node_id, mode, device=dev, progress=progress, cancel=cancel)
     inputs = unlabeled_inputs(tasks, split, dev)
     start = torch.full((mix.num_models, len(groups.labels)), float(initial), device=dev)
     initial_entropy = mean_entropy(tasks, inputs, mix.params(start))

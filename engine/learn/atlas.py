@@ -29,9 +29,8 @@ from engine.errors import EngineInputError
 from engine.evaluation.tasks import Task
 from engine.graph import Recipe
 from engine.learn.adamerging import mean_entropy, prediction_entropy, unlabeled_inputs
-from engine.learn.common import LearnResult, learned_recipe, load_sources, merge_node
-from engine.learn.coefficients import (TaskVectorMix, coefficient_table, make_groups, optimize, table_tensor,
-                                       weight_schedules)
+from engine.learn.common import LearnResult, learned_recipe, load_mix, merge_node
+from engine.learn.coefficients import coefficient_table, optimize, table_tensor, weight_schedules
 from engine.runtime import CancelToken, resolve_device
 from engine.runtime.progress import ProgressCallback
 
@@ -68,10 +67,7 @@ def learn_atlas(recipe: Recipe, node_id: str | None, tasks: Sequence[Task], *, o
     node_id = merge_node(recipe, node_id)
     dev = resolve_device(device)
     generator = torch.Generator().manual_seed(seed)
-    sources = load_sources(recipe, node_id, device=dev, progress=progress, cancel=cancel)
-    groups = make_groups(sources.names, "tensor")
-    mix = TaskVectorMix(sources.base, sources.deltas(), sources.names, groups)
-    del sources
+    mix, groups = load_mix(recipe, node_id, "tensor", device=dev, progress=progress, cancel=cancel)
     if objective == "cross_entropy":
         samples = [few_shot(t, split or "train", shots, generator) for t in tasks]
         samples = [(x.to(dev), y.to(dev)) for x, y in samples]

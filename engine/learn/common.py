@@ -15,6 +15,7 @@ from engine.errors import EngineInputError
 from engine.evaluation.tasks import Task
 from engine.graph import GraphRun, Recipe, require_valid
 from engine.graph.nodes import DELTA
+from engine.learn.coefficients import Groups, TaskVectorMix, make_groups
 from engine.runtime import CancelToken
 from engine.runtime.progress import ProgressCallback
 
@@ -88,6 +89,15 @@ def load_sources(recipe: Recipe, node_id: str, *, device: torch.device, progress
                 state = {n: base[n] + state[n] if n in state else base[n].clone() for n in base}
             models.append(state)
     return MergeSources(keys, models, base, names)
+
+
+def load_mix(recipe: Recipe, node_id: str, granularity: str, *, device: torch.device,
+             progress: ProgressCallback | None = None, cancel: CancelToken | None = None) -> tuple[TaskVectorMix, Groups]:
+    """The merge node's task vectors, resident on ``device``, with one learnable coefficient group per
+    ``granularity`` (task, layer or tensor): what the coefficient learners optimise over."""
+    sources = load_sources(recipe, node_id, device=device, progress=progress, cancel=cancel)
+    groups = make_groups(sources.names, granularity)
+    return TaskVectorMix(sources.base, sources.deltas(), sources.names, groups), groups
 
 
 def match_tasks(recipe: Recipe, keys: Sequence[str], tasks: Sequence[Task],
