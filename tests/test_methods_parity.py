@@ -98,6 +98,14 @@ CASES = {
              "base_model: base\nmerge_method: della\nparameters: {density: 1.0, lambda: 0.9}\n",
     "dare_ties": "models:\n  - {model: e0, parameters: {weight: 1.0}}\n  - {model: e1, parameters: {weight: 0.6}}\n"
                  "base_model: base\nmerge_method: dare_ties\nparameters: {density: 1.0}\n",
+    "sce": "models: [{model: e0}, {model: e1}, {model: e2}]\nbase_model: base\nmerge_method: sce\n"
+           "parameters: {select_topk: 0.5}\n",
+    "karcher": "models: [{model: e0}, {model: e1}, {model: e2}]\nmerge_method: karcher\n",
+    "multislerp": "models:\n  - {model: e0, parameters: {weight: 1.0}}\n  - {model: e1, parameters: {weight: 0.5}}\n"
+                  "  - {model: e2, parameters: {weight: 0.25}}\nbase_model: base\nmerge_method: multislerp\n",
+    "nearswap": "models: [{model: base}, {model: e0}]\nbase_model: base\nmerge_method: nearswap\n"
+                "parameters: {t: 0.05}\n",
+    "arcee_fusion": "models: [{model: base}, {model: e0}]\nbase_model: base\nmerge_method: arcee_fusion\n",
 }
 
 

@@ -69,7 +69,14 @@ METHODS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "breadcrumbs_ties": ({**_GTA_SHARED, "normalize": False, "rescale": False}, {**_GTA_MODEL, "gamma": 0.01}),
     "della": ({**_GTA_SHARED, "normalize": True, "rescale": True}, {**_GTA_MODEL, "epsilon": 0.15}),
     "della_linear": ({**_GTA_SHARED, "normalize": False, "rescale": True}, {**_GTA_MODEL, "epsilon": 0.15}),
+    "sce": ({"select_topk": 1.0, "int8_mask": IGNORED}, {}),
+    "karcher": ({"max_iter": 10, "tol": 1e-5}, {}),
+    "multislerp": ({"normalize_weights": True, "eps": 1e-8}, {"weight": REQUIRED}),
+    "nearswap": ({"t": REQUIRED}, {}),
+    "arcee_fusion": ({}, {}),
 }
+# Methods whose mergekit implementation averages the base model's tensor together with the others.
+_BASE_IS_A_MODEL = {"linear", "karcher"}
 _NO_RESCALE = {"task_arithmetic", "ties"}
 _DTYPES = {"float16": "fp16", "fp16": "fp16", "half": "fp16", "bfloat16": "bf16", "bf16": "bf16",
            "float32": "fp32", "fp32": "fp32", "float": "fp32"}
@@ -99,7 +106,7 @@ def import_mergekit(yaml_text: str, base_dir: Path) -> dict:
     base_id = builder.model(base_ref) if base_ref is not None else None
     entries = _model_entries(config.get("models"))
     inputs = [(builder.model(ref), ref, params) for ref, params in entries]
-    if method == "linear":
+    if method in _BASE_IS_A_MODEL:
         if base_id is not None and base_id not in [i for i, _, _ in inputs]:
             inputs.append((base_id, base_ref, {}))
         base_id = None
@@ -361,7 +368,9 @@ def export_mergekit(recipe: dict) -> str:
             continue
         shared[name] = _export_value(name, values[name])
     _reject_weightsmith_only(values)
-    if base_ids and method != "linear":
+    if base_ids and method == "karcher":
+        models.append({"model": path(base_ids[0])})
+    elif base_ids and method != "linear":
         config["base_model"] = path(base_ids[0])
         if method == "slerp":
             models.insert(0, {"model": config["base_model"]})
