@@ -66,7 +66,12 @@ class TerminalProgress:
 
 
 def parse_value(text: str) -> Any:
-    """A CLI parameter value: JSON when it parses (numbers, lists, true/false), else the plain string."""
+    """A CLI parameter value: JSON when it parses (numbers, lists, true/false), else the plain string.
+
+    ``True``/``False`` in any letter case are booleans too (Python's and YAML's spelling).
+    """
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
     try:
         return json.loads(text)
     except ValueError:
@@ -132,14 +137,24 @@ def _run(recipe, args: argparse.Namespace) -> int:
 
 def cmd_merge(args: argparse.Namespace) -> int:
     from engine.graph.build import simple_merge_recipe
+    from engine.methods import get_method
 
+    spec = get_method(args.method)
     params = parse_params(args.param)
     if args.seed is not None:
-        params["seed"] = args.seed
-    if args.weight and len(args.weight) != len(args.model):
-        raise EngineInputError(f"{len(args.weight)} --weight values for {len(args.model)} --model paths")
-    recipe = simple_merge_recipe(args.method, [Path(m).resolve() for m in args.model],
-                                 base=Path(args.base).resolve() if args.base else None, params=params,
+        if any(p.name == "seed" for p in spec.params):
+            params["seed"] = args.seed
+        else:
+            print(f"note: {spec.label} draws no random numbers; --seed has no effect", file=sys.stderr)
+    models, base = list(args.model), args.base
+    if base is None and spec.needs_base and spec.max_models is not None and len(models) == spec.max_models + 1:
+        base, models = models[0], models[1:]
+        print(f"note: {spec.label} needs a base; taking the first --model ({base}) as the base, as mergekit does",
+              file=sys.stderr)
+    if args.weight and len(args.weight) != len(models):
+        raise EngineInputError(f"{len(args.weight)} --weight values for {len(models)} models")
+    recipe = simple_merge_recipe(args.method, [Path(m).resolve() for m in models],
+                                 base=Path(base).resolve() if base else None, params=params,
                                  weights=args.weight, out=Path(args.out).resolve(), dtype=args.dtype,
                                  shard_size=args.shard_size)
     return _run(recipe, args)

@@ -99,3 +99,22 @@ def test_engine_never_imports_qt():
                           cwd=Path(__file__).resolve().parents[1])
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().endswith("ok")
+
+
+def test_merge_seed_on_a_deterministic_method_is_a_note_not_an_error(tmp_path: Path, tiny_models, capsys):
+    rc = main(["merge", "--method", "ties", "--base", str(tiny_models["base"]), "--model", str(tiny_models["e1"]),
+               "--seed", "7", "--param", "normalize=True", "--out", str(tmp_path / "o")])
+    assert rc == 0
+    assert "--seed has no effect" in capsys.readouterr().err
+    rc = main(["merge", "--method", "dare_ties", "--base", str(tiny_models["base"]), "--model", str(tiny_models["e1"]),
+               "--seed", "7", "--param", "normalize=FALSE", "--out", str(tmp_path / "d")])
+    assert rc == 0 and "no effect" not in capsys.readouterr().err
+
+
+def test_slerp_without_base_takes_the_first_model_as_mergekit_does(tmp_path: Path, tiny_models, capsys):
+    rc = main(["merge", "--method", "slerp", "--model", str(tiny_models["base"]), "--model", str(tiny_models["e1"]),
+               "--param", "t=0.0", "--out", str(tmp_path / "o"), "--dtype", "fp32"])
+    assert rc == 0
+    assert "taking the first --model" in capsys.readouterr().err
+    base, out = load_file(str(tiny_models["base"])), load_file(str(tmp_path / "o" / "model.safetensors"))
+    assert all(torch.allclose(out[n], base[n]) for n in base)  # t = 0 is the base end
