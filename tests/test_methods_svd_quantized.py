@@ -85,3 +85,18 @@ def test_rtvq_stores_a_shared_base_and_low_bit_offsets():
     # mean 1.5 everywhere (constant: kept exactly); 1-bit offsets snap to ±1.5
     out = merge_one("rtvq", torch.zeros(4), [t1, t2], {"bits": 1, "base_bits": 4, "lambda": 1.0})
     assert torch.allclose(out, torch.tensor([0.0, 0, 3, 3]) + torch.tensor([3.0, 3, 0, 0]))
+
+
+def test_lore_finds_the_fixed_point_of_its_alternating_estimate():
+    models = [3 * torch.diag(torch.eye(3)[i]) for i in range(3)]
+    # fixed point: base 0.6·I, each δ_t = 1.2 on its own axis (threshold half the residual's top value)
+    out = merge_one("lore", None, models, {"shrink": 0.5, "iterations": 30, "lambda": 1.0})
+    assert torch.allclose(out, 1.8 * torch.eye(3), atol=1e-5)
+
+
+def test_lore_without_shrinkage_or_with_total_shrinkage_is_the_average():
+    g = torch.Generator().manual_seed(7)
+    models = [torch.randn(4, 3, generator=g) for _ in range(3)]
+    mean = torch.stack(models).mean(dim=0)
+    for shrink in (0.0, 1.0):
+        assert torch.allclose(merge_one("lore", None, models, {"shrink": shrink, "lambda": 0.8}), mean, atol=1e-5)
