@@ -230,3 +230,11 @@ def test_chunk_boundaries_do_not_change_thresholds(method, monkeypatch):
     monkeypatch.setattr(streaming, "_SAMPLE", 128)
     monkeypatch.setattr(streaming, "_SMALL", 1024)
     assert torch.equal(whole, merge_one(method, base, [tau], {"density": 0.3}))
+
+
+def test_breadcrumbs_keeps_exactly_the_density_when_magnitudes_tie_at_a_cut():
+    tau = torch.tensor([1.0, -1, 1, -1, 2, -2, 2, -2, 3, -3])
+    # n = 10, density 0.5 → 5 kept, gamma 0.1 → the 1 largest dropped: ranks 4..8 = the four 2s and one 3
+    out = merge_one("breadcrumbs", torch.zeros(10), [tau], {"density": 0.5, "gamma": 0.1})
+    kept = out[out != 0].abs()
+    assert len(kept) == 5 and int((kept == 2).sum()) == 4 and int((kept == 3).sum()) == 1

@@ -57,22 +57,32 @@ def mergekit_python(tmp_path_factory) -> Path:
     return python
 
 
-@pytest.fixture(scope="module")
-def models(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("models")
+def _write_models(root: Path, rounding: torch.dtype) -> Path:
+    """A base and three experts, values rounded through ``rounding`` (bf16 makes magnitudes tie), stored fp32."""
     g = torch.Generator().manual_seed(0)
-    base = {n: torch.randn(s, generator=g) for n, s in _llama_names().items()}
+    base = {n: torch.randn(s, generator=g).to(rounding).float() for n, s in _llama_names().items()}
     config = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": H,
               "intermediate_size": I, "num_hidden_layers": L, "num_attention_heads": 2, "num_key_value_heads": 2,
               "vocab_size": V, "max_position_embeddings": 64, "rms_norm_eps": 1e-6, "tie_word_embeddings": False}
     experts = {"base": base}
     for i in range(3):
-        experts[f"e{i}"] = {n: t + 0.1 * torch.randn(t.shape, generator=g) for n, t in base.items()}
+        experts[f"e{i}"] = {n: (t + 0.1 * torch.randn(t.shape, generator=g)).to(rounding).float()
+                            for n, t in base.items()}
     for name, sd in experts.items():
         (root / name).mkdir()
         save_file(sd, str(root / name / "model.safetensors"))
         (root / name / "config.json").write_text(json.dumps(config))
     return root
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> Path:
+    return _write_models(tmp_path_factory.mktemp("models"), torch.float32)
+
+
+@pytest.fixture(scope="module")
+def tied_models(tmp_path_factory) -> Path:
+    return _write_models(tmp_path_factory.mktemp("tied"), torch.bfloat16)
 
 
 CASES = {
@@ -111,7 +121,27 @@ CASES = {
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_matches_mergekit(case, mergekit_python, models, tmp_path):
-    text = CASES[case] + "dtype: float32\n"
+    _compare(CASES[case], mergekit_python, models, tmp_path)
+
+
+TIED_CASES = {
+    "breadcrumbs": "models:\n  - {model: e0, parameters: {weight: 1.0}}\n  - {model: e1, parameters: {weight: 0.7}}\n"
+                   "base_model: base\nmerge_method: breadcrumbs\nparameters: {density: 0.6, gamma: 0.05}\n",
+    "breadcrumbs_ties": "models: [{model: e0, parameters: {weight: 1.0}}, {model: e1, parameters: {weight: 1.0}}]\n"
+                        "base_model: base\nmerge_method: breadcrumbs_ties\nparameters: {density: 0.5, gamma: 0.1}\n",
+    "ties": "models: [{model: e0, parameters: {weight: 1.0}}, {model: e1, parameters: {weight: 0.5}}]\n"
+            "base_model: base\nmerge_method: ties\nparameters: {density: 0.3}\n",
+}
+
+
+@pytest.mark.parametrize("case", list(TIED_CASES))
+def test_matches_mergekit_when_magnitudes_tie(case, mergekit_python, tied_models, tmp_path):
+    """bf16-valued weights: many task-vector entries share a magnitude at the cuts."""
+    _compare(TIED_CASES[case], mergekit_python, tied_models, tmp_path)
+
+
+def _compare(config: str, mergekit_python: Path, models: Path, tmp_path: Path) -> None:
+    text = config + "dtype: float32\n"
     (tmp_path / "config.yml").write_text(text)
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     run = subprocess.run([str(mergekit_python.parent / "mergekit-yaml"), str(tmp_path / "config.yml"),

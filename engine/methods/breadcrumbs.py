@@ -15,7 +15,7 @@ from engine.methods.base import MergeInputs, MethodSpec, ModelStatistic, Param, 
 from engine.methods.gta import check_scope, gta_merge, magnitudes_at
 from engine.methods.params import LAMBDA, SCOPE, WEIGHT, density, normalize, rescale
 from engine.methods.registry import register
-from engine.methods.sparsify import band_bounds
+from engine.methods.sparsify import band_bounds, sorted_window_mask
 from engine.methods.statistics import ExactRanks
 from engine.methods.streaming import select_ranks
 
@@ -26,24 +26,52 @@ def band_ranks(n: int, density_value: float, gamma: float) -> list[int | None]:
     return [start + 1 if 0 < start < n else None, stop + 1 if stop < n else None]
 
 
-def band_limits(inputs: MergeInputs, params: dict[str, Any], ctx: TensorContext) -> list[tuple[Any, Any]]:
-    """Per model ``(low, high)``: keep ``low ≤ |τ| < high`` (None = open side; (inf, inf) keeps nothing)."""
+def band_limits(inputs: MergeInputs, params: dict[str, Any], ctx: TensorContext) -> list[Any]:
+    """Per model ``(low, high)``: keep ``low ≤ |τ| < high`` (None = open side; (inf, inf) keeps nothing).
+
+    Per tensor, a model whose magnitudes tie at a cut (common in fp16/bf16 weights) gets instead a
+    boolean mask of exactly the window's entries, ordered as mergekit orders them (see ``exact_band``).
+    """
     n = inputs.base.numel()
     if params["scope"] == "model":
         found = [tuple(row) for row in ctx.stats]
     else:
         ranks = [band_ranks(n, d, g) for d, g in zip(params["density"], params["gamma"])]
         found = [tuple(row) for row in select_ranks(magnitudes_at(inputs), n, ranks, inputs.base.device)]
-    out = []
-    for (low, high), d, g in zip(found, params["density"], params["gamma"]):
+    out: list[Any] = []
+    magnitudes: list[torch.Tensor] = []
+    for t, ((low, high), d, g) in enumerate(zip(found, params["density"], params["gamma"])):
         start, stop = band_bounds(n, d, g)
-        out.append((math.inf, math.inf) if stop <= start else (low, high))
+        if stop <= start:
+            out.append((math.inf, math.inf))
+        elif params["scope"] != "model" and (low is not None or high is not None):
+            magnitudes = magnitudes or magnitudes_at(inputs)(slice(0, n))
+            out.append(exact_band(magnitudes[t], low, high, start, stop))
+        else:
+            out.append((low, high))
     return out
 
 
-def keep_band(limits: list[tuple[Any, Any]]):
-    """The ``sparsify`` step of ``gta_merge`` keeping each model's magnitude window."""
+def exact_band(mag: torch.Tensor, low: Any, high: Any, start: int, stop: int) -> Any:
+    """``(low, high)`` when exactly ``start`` magnitudes lie below ``low`` and ``stop`` below ``high``.
+
+    Otherwise (equal magnitudes of the flat |τ| ``mag`` straddle a cut) the ``sorted_window_mask`` of
+    ascending ranks ``[start, stop)``, as mergekit's ``magnitude_outliers`` keeps them. The sort is paid
+    only when ties straddle a cut.
+    """
+    low_clean = low is None or int((mag < low).sum()) == start
+    high_clean = high is None or int((mag < high).sum()) == stop
+    if low_clean and high_clean:
+        return (low, high)
+    return sorted_window_mask(mag, start, stop, descending=False)
+
+
+def keep_band(limits: list[Any]):
+    """The ``sparsify`` step of ``gta_merge`` keeping each model's magnitude window (or exact mask)."""
     def apply(t: int, sl: slice, d: torch.Tensor) -> None:
+        if isinstance(limits[t], torch.Tensor):
+            d.mul_(limits[t][sl])
+            return
         low, high = limits[t]
         if low is None and high is None:
             return
@@ -69,8 +97,9 @@ def breadcrumbs(inputs: MergeInputs, params: dict[str, Any], ctx: TensorContext)
       fraction kept, so the bottom ``1 − density − gamma`` are removed (the paper's γ); when
       ``density + gamma > 1`` fewer outliers are removed so that ``density`` is kept (mergekit's rule);
     - the cut points are exact order statistics of |τ_t| per tensor (the paper masks per layer), or per
-      model over the whole model with ``scope='model'``; ties at a cut are all kept at the bottom cut
-      and all removed at the top cut;
+      model over the whole model with ``scope='model'``; per tensor, exactly ``floor(density·n)``
+      entries are kept, equal magnitudes at a cut being split as mergekit's sort splits them (whole-model
+      scope keeps all ties at the bottom cut and removes all at the top cut);
     - ``normalize`` divides by Σ w_t; ``rescale='l1'`` restores each task vector's L1 norm (both off by
       default, as in mergekit); ``lambda`` scales the sum (the paper's α).
     """

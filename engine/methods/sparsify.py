@@ -1,11 +1,11 @@
 """Shared trimming helpers: keep counts, the Breadcrumbs window, random keep masks, L1 rescaling.
 
-Thresholds come from the exact selection of ``engine.methods.streaming`` (never a whole-tensor sort).
-Counts follow mergekit 0.1.5 (``mergekit/sparsify.py``): keeping a fraction ``density`` of ``n`` entries
-keeps ``k = max(1, floor(density·n))`` of them; ``density ≥ 1`` keeps everything and ``density ≤ 0``
-nothing. Methods turn counts into thresholds ("magnitude ≥ the k-th largest"), so entries tied with the
-k-th largest are all kept, where mergekit's argsort keeps an arbitrary subset of the tie; the two agree
-whenever the magnitudes are distinct.
+Thresholds come from the exact selection of ``engine.methods.streaming``. Counts follow mergekit 0.1.5
+(``mergekit/sparsify.py``): keeping a fraction ``density`` of ``n`` entries keeps
+``k = max(1, floor(density·n))`` of them; ``density ≥ 1`` keeps everything and ``density ≤ 0`` nothing.
+Methods turn counts into thresholds ("magnitude ≥ the k-th largest"); where equal magnitudes straddle a
+threshold (common in fp16/bf16 weights) a per-tensor trim falls back to ``sorted_window_mask``, which
+keeps exactly the count, splitting the tie as mergekit's sort does. Whole-model thresholds keep ties.
 """
 
 from __future__ import annotations
@@ -54,8 +54,8 @@ def random_keep_mask(seed: int, positions: slice, density: float, device: torch.
     CPU than boolean ones).
     """
     start, stop = positions.start, positions.stop
-    if density >= 1:
-        return torch.ones(stop - start, device=device)
+    if density >= 1 or stop <= start:
+        return torch.ones(max(0, stop - start), device=device)
     parts = []
     for block in range(start // RANDOM_BLOCK, (stop - 1) // RANDOM_BLOCK + 1):
         first = block * RANDOM_BLOCK
@@ -77,3 +77,12 @@ def rescale_l1(original: torch.Tensor, masked: torch.Tensor, eps: float = 1e-7) 
     if before >= eps and after >= eps:
         masked.mul_(before / after)
     return masked
+
+
+def sorted_window_mask(magnitudes: torch.Tensor, start: int, stop: int, *, descending: bool) -> torch.Tensor:
+    """Boolean mask of the entries at ranks ``[start, stop)`` of torch's default sort of the float32 flat
+    ``magnitudes``: the order mergekit's ``magnitude``/``magnitude_outliers`` use (the sort is deterministic
+    for given values and torch version), so ties at a cut are split exactly as mergekit splits them."""
+    mask = torch.zeros(magnitudes.numel(), dtype=torch.bool, device=magnitudes.device)
+    mask[torch.sort(magnitudes.reshape(-1).float(), descending=descending).indices[start:stop]] = True
+    return mask

@@ -15,7 +15,7 @@ from engine.methods.base import MergeInputs, MethodSpec, ModelStatistic, TensorC
 from engine.methods.gta import check_scope, gta_merge, magnitudes_at
 from engine.methods.params import LAMBDA, SCOPE, WEIGHT, density, normalize
 from engine.methods.registry import register
-from engine.methods.sparsify import keep_count
+from engine.methods.sparsify import keep_count, sorted_window_mask
 from engine.methods.statistics import ExactRanks
 from engine.methods.streaming import select_ranks
 
@@ -37,11 +37,35 @@ def trim_thresholds(inputs: MergeInputs, params: dict[str, Any], ctx: TensorCont
     return [math.inf if d <= 0 else thr for d, thr in zip(params["density"], found)]
 
 
-def trim(thresholds: list[Any]):
-    """The ``sparsify`` step of ``gta_merge`` keeping ``|τ| ≥ threshold`` per model (None: keep all)."""
+def trim_keepers(inputs: MergeInputs, params: dict[str, Any], ctx: TensorContext) -> list[Any]:
+    """``trim_thresholds``, except that per tensor a model whose magnitudes tie at its threshold (more than
+    k entries ≥ it) gets the exact mask of its k largest, split as mergekit's argsort splits the tie."""
+    thresholds = trim_thresholds(inputs, params, ctx)
+    if params["scope"] == "model":
+        return thresholds
+    n = inputs.base.numel()
+    magnitudes: list[torch.Tensor] = []
+    out: list[Any] = []
+    for t, (threshold, d) in enumerate(zip(thresholds, params["density"])):
+        k = keep_count(d, n)
+        if threshold is None or (isinstance(threshold, float) and math.isinf(threshold)):
+            out.append(threshold)
+            continue
+        magnitudes = magnitudes or magnitudes_at(inputs)(slice(0, n))
+        tied = int((magnitudes[t] >= threshold).sum()) != k
+        out.append(sorted_window_mask(magnitudes[t], 0, k, descending=True) if tied else threshold)
+    return out
+
+
+def trim(keepers: list[Any]):
+    """The ``sparsify`` step of ``gta_merge`` keeping ``|τ| ≥ threshold`` per model (None: keep all), or the
+    entries of a model's exact boolean mask."""
     def apply(t: int, sl: slice, d: torch.Tensor) -> None:
-        if thresholds[t] is not None:
-            d.mul_(d.abs().ge_(thresholds[t]))
+        keep = keepers[t]
+        if isinstance(keep, torch.Tensor) and keep.dtype == torch.bool:
+            d.mul_(keep[sl])
+        elif keep is not None:
+            d.mul_(d.abs().ge_(keep))
     return apply
 
 
@@ -50,9 +74,10 @@ def ties(inputs: MergeInputs, params: dict[str, Any], ctx: TensorContext) -> tor
 
     Choices the paper left open, and what this implementation does:
     - trimming keeps the ``k = max(1, floor(density·n))`` largest magnitudes of each task vector (mergekit's
-      count) as a threshold ``|τ| ≥ k-th largest`` (ties at the threshold are all kept); per tensor by
-      default, or against one threshold per model over the whole model with ``scope='model'`` — what the
-      authors' code does (it trims the flattened model vector);
+      count) as a threshold ``|τ| ≥ k-th largest``, per tensor by default, or against one threshold per
+      model over the whole model with ``scope='model'`` — what the authors' code does (it trims the
+      flattened model vector); per tensor, magnitudes tied at the threshold are split as mergekit's
+      argsort splits them so that exactly k are kept (``trim_keepers``); whole-model scope keeps ties;
     - per-model ``weight``s multiply the trimmed vectors before the sign election and weight the mean
       (mergekit's generalisation; with all weights 1 it is the paper's disjoint mean);
     - the sign election's tie at exactly 0 goes to + (mergekit), see ``engine.methods.gta.combine``;
@@ -60,8 +85,7 @@ def ties(inputs: MergeInputs, params: dict[str, Any], ctx: TensorContext) -> tor
     - ``lambda`` scales the merged task vector (the paper's λ), default 1.
     """
     check_scope(params, ctx)
-    thresholds = trim_thresholds(inputs, params, ctx)
-    return gta_merge(inputs, params, trim(thresholds), elect_sign=True)
+    return gta_merge(inputs, params, trim(trim_keepers(inputs, params, ctx)), elect_sign=True)
 
 
 def global_top_k(params: dict[str, Any]) -> ModelStatistic | None:
