@@ -204,14 +204,9 @@ def cmd_methods(args: argparse.Namespace) -> int:
 
 
 def cmd_import_mergekit(args: argparse.Namespace) -> int:
-    from engine.graph.mergekit import import_mergekit
+    from engine.graph.mergekit import import_mergekit_file
 
-    path = Path(args.config)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise EngineInputError(f"cannot read ({exc.strerror or exc})", path=str(path)) from exc
-    recipe = import_mergekit(text, path.resolve().parent)
+    recipe = import_mergekit_file(args.config)
     Path(args.output).write_text(json.dumps(recipe, indent=2), encoding="utf-8")
     print(f"wrote {args.output}")
     return 0

@@ -19,6 +19,8 @@ def read_json(path: str | Path, what: str = "file") -> Any:
         raise EngineInputError(f"cannot read {what} ({exc.strerror or exc})", path=str(path)) from exc
     except ValueError as exc:
         raise EngineInputError(f"{what} is not valid JSON ({exc})", path=str(path)) from exc
+    except RecursionError as exc:
+        raise EngineInputError(f"{what} nests lists or objects too deeply to read", path=str(path)) from exc
 
 
 def write_json(path: str | Path, data: Any, indent: int | None = 2) -> None:

@@ -35,6 +35,7 @@ from engine.runtime.progress import ProgressCallback
 log = logging.getLogger(__name__)
 
 _CHUNK = 1 << 20  # elements per step of the CPU mixed-dtype accumulation (4 MB of fp32: cache-sized)
+_INLINE_READ_ELEMENTS = 1 << 14  # a name with fewer input elements is read at once: a thread hand-off costs more
 
 COPIED_FILES = (
     "config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
@@ -75,15 +76,32 @@ class GraphRun:
         self._loaded: dict[str, torch.Tensor] = {}
         self._out_buffers: dict[str, torch.Tensor] = {}
         self._scratch: torch.Tensor | None = None
+        self._index = recipe.index()
+        self._references: dict[str, str | None] = {}
+        self._layer_counts: dict[str, int] = {}
+        self._dependencies: dict[str, list[str]] = {}
         self.reuse_buffers = True  # off while materialising, whose results must outlive the name
         self._pool = ThreadPoolExecutor(max_workers=max(1, min(8, len(self.checkpoints))), thread_name_prefix="ws-read")
 
     # ---- names and shapes ----------------------------------------------------------------------
     def reference(self, node_id: str) -> Checkpoint:
-        ref = reference_checkpoint(self.recipe, node_id, self.checkpoints)
+        """The checkpoint whose tensor names and shapes a node follows (looked up once per node)."""
+        ref = self.reference_id(node_id)
         if ref is None:
             raise EngineInputError(f"node '{node_id}' has no full model upstream to take tensor names from")
         return self.checkpoints[ref]
+
+    def reference_id(self, node_id: str) -> str | None:
+        """``reference_checkpoint`` of a node, remembered for the run."""
+        if node_id not in self._references:
+            reference_checkpoint(self.recipe, node_id, self.checkpoints, self._references, self._index)
+        return self._references[node_id]
+
+    def layer_count(self, node_id: str) -> int:
+        """Numbered layers of a node's reference checkpoint (its names are scanned once per run)."""
+        if node_id not in self._layer_counts:
+            self._layer_counts[node_id] = num_layers(self.reference(node_id).names)
+        return self._layer_counts[node_id]
 
     def tensor_infos(self, node_id: str) -> list[TensorInfo]:
         """The tensors a node outputs (the reference checkpoint's), in file order."""
@@ -116,7 +134,19 @@ class GraphRun:
         return t
 
     def _submit(self, name: str, ckpt_ids: list[str]) -> dict[str, Future]:
+        numel = sum(self.checkpoints[nid].info(name).numel for nid in ckpt_ids if name in self.checkpoints[nid])
+        if numel < _INLINE_READ_ELEMENTS:
+            return {nid: self._read_now(nid, name) for nid in ckpt_ids}
         return {nid: self._pool.submit(self._read, nid, name) for nid in ckpt_ids}
+
+    def _read_now(self, nid: str, name: str) -> Future:
+        """``_read`` in this thread, its outcome held in a finished future like a pooled read's."""
+        fut: Future = Future()
+        try:
+            fut.set_result(self._read(nid, name))
+        except Exception as exc:
+            fut.set_exception(exc)
+        return fut
 
     def _receive(self, name: str, futures: dict[str, Future]) -> None:
         self._memo.clear()
@@ -153,13 +183,28 @@ class GraphRun:
         """
         if node_id in self._memo:
             return self._memo[node_id]
+        for dep in self._inputs_first(node_id):  # so that evaluating a node never recurses more than a step
+            if dep not in self._memo:
+                self._memo[dep] = self._evaluate(dep, name)
+        value = self._memo[node_id] = self._evaluate(node_id, name)
+        return value
+
+    def _inputs_first(self, node_id: str) -> list[str]:
+        """The computed (non-checkpoint) nodes ``node_id`` depends on, in dependency order (once per node)."""
+        if node_id not in self._dependencies:
+            upstream = set(self._index.upstream(node_id))
+            self._dependencies[node_id] = [n for n in self.order
+                                           if n in upstream and self.recipe.nodes[n].type != "checkpoint"]
+        return self._dependencies[node_id]
+
+    def _evaluate(self, node_id: str, name: str) -> torch.Tensor | None:
+        """One node's value for ``name``, its inputs' values taken from (or put into) the memo."""
         node = self.recipe.nodes[node_id]
         if node.type == "checkpoint":
             value = self._checkpoint_tensor(node_id, name)
         elif not self.reference(node_id).info(name).dtype.is_floating_point:
             # integer buffers (position ids, masks) are not merged: models keep the reference's copy
-            value = None if self.kinds[node_id] == DELTA else self.compute(
-                reference_checkpoint(self.recipe, node_id, self.checkpoints), name)
+            value = None if self.kinds[node_id] == DELTA else self.compute(self.reference_id(node_id), name)
         elif node.type == "task_vector":
             model = self.value(self.recipe.inputs(node_id, "model")[0], name)
             base = self.value(self.recipe.inputs(node_id, "base")[0], name)
@@ -177,7 +222,6 @@ class GraphRun:
             value = self._merge(node_id, name)
         else:
             raise EngineInputError(f"node '{node_id}' of type '{node.type}' has no tensor output")
-        self._memo[node_id] = value
         return value
 
     def value(self, node_id: str, name: str) -> torch.Tensor | None:
@@ -207,7 +251,7 @@ class GraphRun:
         node = self.recipe.nodes[node_id]
         spec = get_method(node.params["method"])
         keys = self.recipe.inputs(node_id, "models")
-        layer_count = num_layers(self.reference(node_id).names)
+        layer_count = self.layer_count(node_id)
         layer = layer_index(name)
         params = resolve_params(spec.params, node.params, keys, name, layer, layer_count)
         for p in spec.params:

@@ -36,6 +36,9 @@ On export, additionally: graphs other than checkpoints (+ LoRA ``add``) → one 
 Weightsmith-only methods and options (``scope: model``, ``rescale: inverse``), regular expressions that
 are not plain substrings (an unescaped ``.`` is read as a literal dot). The DARE/DELLA ``seed`` is
 dropped on export (mergekit draws from torch's global generator).
+
+Hostile YAML is refused before it costs anything: nesting deeper than 64 levels, or aliases that would
+expand to more than 100,000 values ("billion laughs") or contain themselves.
 """
 
 from __future__ import annotations
@@ -83,20 +86,112 @@ _DTYPES = {"float16": "fp16", "fp16": "fp16", "half": "fp16", "bfloat16": "bf16"
 _EXPORT_DTYPES = {"fp16": "float16", "bf16": "bfloat16", "fp32": "float32"}
 _TOP_KEYS = {"models", "base_model", "merge_method", "parameters", "dtype", "out_dtype", "tokenizer_source",
              "tokenizer", "chat_template", "slices", "modules"}
+_MAX_YAML_NODES = 100_000  # values in a config once every alias is expanded (real configs hold hundreds)
+_MAX_YAML_DEPTH = 64
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader that refuses deep nesting while composing and alias bombs (aliases whose
+    expansion would exceed ``_MAX_YAML_NODES`` values, or that contain themselves) before building."""
+
+    def __init__(self, stream: str):
+        super().__init__(stream)
+        self._depth = 0
+        self.key_lines: dict[str, int] = {}
+
+    def compose_node(self, parent, index):
+        self._depth += 1
+        try:
+            if self._depth > _MAX_YAML_DEPTH:
+                line = self.peek_event().start_mark.line + 1
+                raise EngineInputError(f"line {line}: nested deeper than {_MAX_YAML_DEPTH} levels")
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_document(self, node):
+        if _expanded_size(node) > _MAX_YAML_NODES:
+            raise EngineInputError(f"its aliases expand to more than {_MAX_YAML_NODES:,} values "
+                                   "(an alias bomb, or an alias inside itself)")
+        if isinstance(node, yaml.MappingNode):
+            self.key_lines = {k.value: k.start_mark.line + 1 for k, _ in node.value if isinstance(k, yaml.ScalarNode)}
+        return super().construct_document(node)
+
+
+def _expanded_size(root: yaml.Node) -> int:
+    """How many values a composed YAML document holds with every alias expanded, counted once per
+    distinct node (so a bomb costs its node count, not its expansion); capped above the limit."""
+    sizes: dict[int, int] = {}
+    active: set[int] = set()
+    stack = [root]
+    while stack:
+        node = stack[-1]
+        if id(node) in sizes:
+            stack.pop()
+            continue
+        kids = _yaml_children(node)
+        if id(node) not in active:
+            active.add(id(node))
+            if any(id(k) in active for k in kids):
+                return _MAX_YAML_NODES + 1  # an alias inside itself expands forever
+            stack.extend(k for k in kids if id(k) not in sizes)
+            continue
+        active.discard(id(node))
+        stack.pop()
+        sizes[id(node)] = min(_MAX_YAML_NODES + 1, 1 + sum(sizes[id(k)] for k in kids))
+    return sizes[id(root)]
+
+
+def _yaml_children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    return []
 
 
 # ---- import -------------------------------------------------------------------------------------
 
-def import_mergekit(yaml_text: str, base_dir: Path) -> dict:
-    """Translate a mergekit YAML config into a recipe JSON dict (checkpoint nodes, one merge, one save)."""
+def import_mergekit_file(path: str | Path) -> dict:
+    """``import_mergekit`` of a YAML file (models relative to its folder); every error names the file."""
+    path = Path(path)
     try:
-        config = yaml.safe_load(yaml_text)
+        text = path.read_text(encoding="utf-8")
+        return import_mergekit(text, path.resolve().parent)
+    except OSError as exc:
+        raise EngineInputError(f"cannot read ({exc.strerror or exc})", path=str(path)) from exc
+    except UnicodeDecodeError as exc:
+        raise EngineInputError(f"not UTF-8 text (byte {exc.start} cannot be decoded)", path=str(path)) from exc
+    except EngineInputError as exc:
+        raise EngineInputError(str(exc), path=str(path)) from exc
+
+
+def _load_yaml(yaml_text: str) -> tuple[Any, dict[str, int]]:
+    """The parsed config and the line of each top-level key."""
+    loader = _BoundedLoader(yaml_text)
+    try:
+        return loader.get_single_data(), loader.key_lines
     except yaml.YAMLError as exc:
         raise EngineInputError(f"not valid YAML ({exc})") from exc
+    except RecursionError as exc:  # a nesting _BoundedLoader did not see (deep flow collections in the parser)
+        raise EngineInputError("not readable YAML: nested too deeply") from exc
+    finally:
+        loader.dispose()
+
+
+def import_mergekit(yaml_text: str, base_dir: Path) -> dict:
+    """Translate a mergekit YAML config into a recipe JSON dict (checkpoint nodes, one merge, one save)."""
+    config, lines = _load_yaml(yaml_text)
     if not isinstance(config, dict):
         raise EngineInputError("a mergekit config must be a YAML mapping")
+
+    def at(key: str) -> str:
+        return f" (line {lines[key]})" if key in lines else ""
+
     _reject_unmapped(config)
     method = config.get("merge_method")
+    if not isinstance(method, str):
+        raise EngineInputError(f"'merge_method' must be a method name, got {type(method).__name__}{at('merge_method')}")
     if method not in METHODS:
         raise EngineInputError(f"merge_method '{method}' has no Weightsmith equivalent "
                                f"(supported: {', '.join(METHODS)})")
@@ -112,7 +207,7 @@ def import_mergekit(yaml_text: str, base_dir: Path) -> dict:
         base_id = None
     else:
         inputs = [x for x in inputs if x[0] != base_id]
-    glob = config.get("parameters") or {}
+    glob = _mapping(config.get("parameters"), f"'parameters'{at('parameters')}")
     _check_known(glob, {**shared_spec, **model_spec}, method, "parameters")
     params: dict[str, Any] = {"method": method}
     for name, default in shared_spec.items():
@@ -144,7 +239,7 @@ def _reject_unmapped(config: dict) -> None:
                      ("chat_template", "chat templates")):
         if config.get(key):
             raise EngineInputError(f"mergekit '{key}' does not map to a Weightsmith recipe: {why} are not supported")
-    unknown = sorted(set(config) - _TOP_KEYS)
+    unknown = sorted(set(config) - _TOP_KEYS, key=str)
     if unknown:
         raise EngineInputError(f"unknown mergekit config key '{unknown[0]}'")
     if not config.get("models"):
@@ -155,11 +250,20 @@ def _model_entries(models: Any) -> list[tuple[Any, dict]]:
     if not isinstance(models, list):
         raise EngineInputError("'models' must be a list of {model: ..., parameters: ...}")
     out = []
-    for item in models:
+    for i, item in enumerate(models):
         if not isinstance(item, dict) or "model" not in item:
-            raise EngineInputError(f"each entry of 'models' needs a 'model' key, got {item!r}")
-        out.append((item["model"], item.get("parameters") or {}))
+            raise EngineInputError(f"entry {i + 1} of 'models' needs a 'model' key, got {type(item).__name__}")
+        out.append((item["model"], _mapping(item.get("parameters"), f"'parameters' of entry {i + 1} of 'models'")))
     return out
+
+
+def _mapping(value: Any, what: str) -> dict:
+    """A parameters mapping (absent means empty); anything else is refused naming ``what``."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise EngineInputError(f"{what} must be a mapping of parameter names to values, got {type(value).__name__}")
+    return value
 
 
 def _check_known(values: Mapping[str, Any], spec: Mapping[str, Any], method: str, where: str) -> None:
@@ -248,7 +352,11 @@ class _Builder:
             return self._ids[path_text]
         path = Path(path_text).expanduser()
         path = path if path.is_absolute() else (self.base_dir / path)
-        if not path.exists():
+        try:
+            found = path.exists()
+        except OSError as exc:  # a name too long for the file system
+            raise EngineInputError(f"model path '{path_text[:200]}' cannot be used ({exc.strerror or exc})") from exc
+        if not found:
             raise EngineInputError(f"model '{path_text}' not found at {path}: Weightsmith reads local checkpoints "
                                    "only (download Hub models first and point the config at the folder)")
         nid = self._new_id(re.sub(r"[^A-Za-z0-9_-]+", "_", path.name) or "model")
@@ -284,8 +392,9 @@ def _path_of(value: Any) -> str:
             raise EngineInputError(f"model revision '{value['revision']}' refers to the Hugging Face Hub; "
                                    "Weightsmith reads local checkpoints only")
         value = value.get("path")
-    if not isinstance(value, str) or not value:
-        raise EngineInputError(f"cannot read model path {value!r}")
+    if not isinstance(value, str) or not value or "\0" in value:
+        shown = repr(value) if isinstance(value, str) or value is None else f"a {type(value).__name__}"
+        raise EngineInputError(f"cannot read model path {shown}")
     if "@" in value:
         raise EngineInputError(f"'{value}' names a Hub revision (@); Weightsmith reads local checkpoints only")
     return value

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import re
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -17,6 +18,7 @@ from engine.jsonfiles import read_json, write_json
 
 FORMAT = "weightsmith-recipe"
 VERSION = 1
+MAX_DEPTH = 32  # deepest nesting of lists/objects a node's params or ui may hold
 
 
 @dataclass
@@ -45,6 +47,37 @@ class Edge:
 
     def to_json(self) -> dict[str, str]:
         return {"from": self.src, "to": self.dst, "port": self.port}
+
+
+class EdgeIndex:
+    """A snapshot of a recipe's edges indexed once, for O(1) lookups in whole-graph walks.
+
+    ``inputs`` gives the sources feeding a port in edge order, ``consumers`` the destination of every
+    edge leaving a node (once per edge), ``sources`` every source feeding a node (once per edge).
+    """
+
+    def __init__(self, edges: list[Edge]):
+        self._inputs: dict[tuple[str, str], list[str]] = {}
+        self.sources: dict[str, list[str]] = {}
+        self.consumers: dict[str, list[str]] = {}
+        for e in edges:
+            self._inputs.setdefault((e.dst, e.port), []).append(e.src)
+            self.sources.setdefault(e.dst, []).append(e.src)
+            self.consumers.setdefault(e.src, []).append(e.dst)
+
+    def inputs(self, node_id: str, port: str) -> list[str]:
+        return self._inputs.get((node_id, port), [])
+
+    def upstream(self, node_id: str) -> list[str]:
+        """Every node ``node_id`` depends on (transitively), nearest first, without repeats."""
+        seen: dict[str, None] = {}
+        queue = deque(self.sources.get(node_id, []))
+        while queue:
+            nid = queue.popleft()
+            if nid not in seen:
+                seen[nid] = None
+                queue.extend(self.sources.get(nid, []))
+        return list(seen)
 
 
 Listener = Callable[[str, dict[str, Any]], None]
@@ -92,14 +125,11 @@ class Recipe:
 
     def upstream(self, node_id: str) -> list[str]:
         """Every node that ``node_id`` depends on (transitively), nearest first, without repeats."""
-        seen: list[str] = []
-        stack = [e.src for e in self.input_edges(node_id)]
-        while stack:
-            nid = stack.pop(0)
-            if nid not in seen:
-                seen.append(nid)
-                stack.extend(e.src for e in self.input_edges(nid))
-        return seen
+        return self.index().upstream(node_id)
+
+    def index(self) -> EdgeIndex:
+        """The edges as they are now, indexed for whole-graph walks (rebuild it after an edit)."""
+        return EdgeIndex(self.edges)
 
     def new_id(self, prefix: str) -> str:
         """A fresh node id such as ``merge``, ``merge_2``."""
@@ -122,9 +152,12 @@ class Recipe:
     def add_node(self, node: Node, index: int | None = None) -> Node:
         if node.id in self.nodes:
             raise EngineInputError(f"a node '{node.id}' already exists")
-        items = list(self.nodes.items())
-        items.insert(len(items) if index is None else index, (node.id, node))
-        self.nodes = dict(items)
+        if index is None or index >= len(self.nodes):
+            self.nodes[node.id] = node
+        else:
+            items = list(self.nodes.items())
+            items.insert(index, (node.id, node))
+            self.nodes = dict(items)
         self._emit("node_added", node_id=node.id)
         return node
 
@@ -199,15 +232,16 @@ class Recipe:
             raise EngineInputError(f"not a Weightsmith recipe (expected \"format\": \"{FORMAT}\")")
         version = data.get("version")
         if not isinstance(version, int) or version > VERSION:
-            raise EngineInputError(f"recipe version {version!r} is newer than this Weightsmith understands ({VERSION})")
-        recipe = cls(str(data.get("name", "untitled")), base_dir)
-        try:
-            for n in data.get("nodes", []):
-                recipe.add_node(Node(str(n["id"]), str(n["type"]), dict(n.get("params", {})), dict(n.get("ui", {}))))
-            for e in data.get("edges", []):
-                recipe.edges.append(Edge(str(e["from"]), str(e["to"]), str(e["port"])))
-        except (KeyError, TypeError) as exc:
-            raise EngineInputError(f"malformed recipe: missing or wrong field {exc}") from exc
+            shown = repr(version) if isinstance(version, (int, float, str, type(None))) else type(version).__name__
+            raise EngineInputError(f"recipe version {shown} is newer than this Weightsmith understands ({VERSION})")
+        name = data.get("name", "untitled")
+        if not isinstance(name, str):
+            raise EngineInputError(f"malformed recipe: \"name\" must be text, got {type(name).__name__}")
+        recipe = cls(name, base_dir)
+        for i, n in enumerate(_json_list(data, "nodes")):
+            recipe.add_node(_node_from_json(n, i))
+        for i, e in enumerate(_json_list(data, "edges")):
+            recipe.edges.append(_edge_from_json(e, i))
         return recipe
 
     @classmethod
@@ -222,3 +256,57 @@ class Recipe:
     def save(self, path: str | Path) -> None:
         """Write the recipe JSON atomically."""
         write_json(path, self.to_json())
+
+
+# ---- checked reading of recipe JSON ------------------------------------------------------------
+def _json_list(data: dict[str, Any], key: str) -> list[Any]:
+    value = data.get(key, [])
+    if not isinstance(value, list):
+        raise EngineInputError(f"malformed recipe: \"{key}\" must be a list, got {type(value).__name__}")
+    return value
+
+
+def _json_id(value: Any, what: str) -> str:
+    """An id or port name: text (a whole number is accepted as its text)."""
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise EngineInputError(f"malformed recipe: {what} must be text, got {type(value).__name__}")
+    return str(value)
+
+
+def _node_from_json(n: Any, i: int) -> Node:
+    """One node object, checked: text id and type, ``params`` and ``ui`` objects of bounded depth."""
+    if not isinstance(n, dict) or "id" not in n or "type" not in n:
+        raise EngineInputError(f"malformed recipe: node #{i + 1} must be an object with \"id\" and \"type\"")
+    nid = _json_id(n["id"], f"the id of node #{i + 1}")
+    node = Node(nid, _json_id(n["type"], f"the type of node '{nid}'"))
+    for key in ("params", "ui"):
+        value = n.get(key, {})
+        if not isinstance(value, dict):
+            raise EngineInputError(f"node '{nid}': \"{key}\" must be an object, got {type(value).__name__}")
+        for name, item in value.items():
+            if nesting_depth(item) > MAX_DEPTH:
+                raise EngineInputError(f"node '{nid}': {key} '{name}' is nested deeper than {MAX_DEPTH} levels")
+        setattr(node, key, dict(value))
+    return node
+
+
+def _edge_from_json(e: Any, i: int) -> Edge:
+    if not isinstance(e, dict) or not {"from", "to", "port"} <= e.keys():
+        raise EngineInputError(f"malformed recipe: edge #{i + 1} must be an object with \"from\", \"to\" and \"port\"")
+    return Edge(*(_json_id(e[k], f"\"{k}\" of edge #{i + 1}") for k in ("from", "to", "port")))
+
+
+def nesting_depth(value: Any) -> int:
+    """How deeply lists and objects nest in a JSON value (a scalar is 0), found without recursion."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, (list, tuple)) else None
+        if children is None:
+            continue
+        deepest = max(deepest, depth + 1)
+        if deepest > MAX_DEPTH:
+            return deepest
+        stack.extend((c, depth + 1) for c in children)
+    return deepest
+

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import reprlib
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Callable, Protocol, Sequence
@@ -38,6 +39,8 @@ class Param:
     (a file; a relative path is resolved against the recipe's folder before the method sees it).
     ``per_model`` parameters take one value per input model (a scalar applies to all);
     ``layerwise`` ones also accept a per-layer schedule (see ``engine.methods.schedule``).
+    ``typical`` is the (low, high) span most useful values fall in (a GUI slider covers it; typing
+    reaches the whole ``min``…``max`` range); None when it is the declared range.
     """
 
     name: str
@@ -49,34 +52,51 @@ class Param:
     choices: tuple[str, ...] = ()
     per_model: bool = False
     layerwise: bool = False
+    typical: tuple[float, float] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
             "name": self.name, "type": self.type, "default": self.default, "help": self.help,
             "min": self.min, "max": self.max, "choices": list(self.choices),
             "per_model": self.per_model, "layerwise": self.layerwise,
+            "typical": list(self.typical) if self.typical is not None else None,
         }
 
     def check_scalar(self, value: Any) -> str | None:
         """Problem with one scalar value of this parameter, or None when it is valid."""
         if self.type == "bool":
-            return None if isinstance(value, bool) else f"'{self.name}' must be true or false, got {value!r}"
+            return None if isinstance(value, bool) else f"'{self.name}' must be true or false, got {shown(value)}"
         if self.type == "choice":
-            return None if value in self.choices else (
-                f"'{self.name}' must be one of {', '.join(self.choices)}, got {value!r}")
+            return None if isinstance(value, str) and value in self.choices else (
+                f"'{self.name}' must be one of {', '.join(self.choices)}, got {shown(value)}")
         if self.type in ("str", "path"):
-            return None if isinstance(value, str) else f"'{self.name}' must be text, got {value!r}"
+            if isinstance(value, str) and not (self.type == "path" and "\0" in value):
+                return None
+            return f"'{self.name}' must be {'text' if self.type == 'str' else 'a file path'}, got {shown(value)}"
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            return f"'{self.name}' must be a number, got {value!r}"
-        if self.type == "int" and int(value) != value:
-            return f"'{self.name}' must be a whole number, got {value!r}"
-        if not math.isfinite(value):
-            return f"'{self.name}' must be finite, got {value!r}"
+            return f"'{self.name}' must be a number, got {shown(value)}"
+        if isinstance(value, float) and not math.isfinite(value):
+            return f"'{self.name}' must be finite, got {shown(value)}"
+        if self.type == "int" and isinstance(value, float) and not value.is_integer():
+            return f"'{self.name}' must be a whole number, got {shown(value)}"
         if self.min is not None and value < self.min:
-            return f"'{self.name}' = {value} is below its minimum {self.min}"
+            return f"'{self.name}' = {shown(value)} is below its minimum {self.min}"
         if self.max is not None and value > self.max:
-            return f"'{self.name}' = {value} is above its maximum {self.max}"
+            return f"'{self.name}' = {shown(value)} is above its maximum {self.max}"
         return None
+
+
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxstring, _SHORT.maxother = 3, 60, 60
+
+
+def shown(value: Any) -> str:
+    """A short printable form of a (possibly hostile) value for a message: long texts, deep or long
+    lists and huge numbers are abbreviated."""
+    try:
+        return _SHORT.repr(value)
+    except ValueError:  # an integer with too many digits to print
+        return "a value too large to print"
 
 
 @dataclass
@@ -171,6 +191,16 @@ class ModelStatistic(Protocol):
         """What the method receives as ``ctx.stats``."""
 
 
+# How method lists group the families (in this order); a method that needs data goes to "Needs data".
+GROUPS: tuple[tuple[str, frozenset[str]], ...] = (
+    ("Linear family", frozenset({"linear", "model_stock", "metagpt", "lines"})),
+    ("Sparsify & elect", frozenset({"ties", "dare", "breadcrumbs", "della", "pcb", "tall", "lwptv", "selective"})),
+    ("Subspace / SVD", frozenset({"iso"})),
+    ("Spherical", frozenset({"slerp"})),
+    ("Needs data", frozenset()),
+    ("Other", frozenset()),
+)
+
 MergeFn = Callable[[MergeInputs, dict[str, Any], TensorContext], torch.Tensor]
 StatisticFactory = Callable[[dict[str, Any]], "ModelStatistic | None"]
 LinearFn = Callable[[dict[str, Any], int], tuple[list[float], float]]
@@ -202,6 +232,13 @@ class MethodSpec:
     statistic: StatisticFactory | None = None
     linear: LinearFn | None = None
     aliases: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def group(self) -> str:
+        """The method's place in ``GROUPS``: its family's group, or "Needs data" when it needs data."""
+        if Requirement.DATA_FREE not in self.requirements:
+            return "Needs data"
+        return next((g for g, families in GROUPS if self.family in families), "Other")
 
     def param(self, name: str) -> Param:
         for p in self.params:

@@ -6,6 +6,7 @@ Sampling" (arXiv:2406.11617); mergekit ``della`` / ``della_linear``.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -26,7 +27,7 @@ def keep_probabilities(delta: torch.Tensor, density_value: float, epsilon: float
     ``(shape[0], -1)``). Ranks come from one sort per row: DELLA is defined by ranks, so this is the one
     method that sorts.
     """
-    rows = delta.reshape(1, -1) if delta.dim() < 2 else delta.reshape(delta.shape[0], -1)
+    rows = delta.reshape(1, -1) if delta.dim() < 2 else delta.reshape(delta.shape[0], math.prod(delta.shape[1:]))
     order = rows.abs().argsort(dim=1)
     ranks = torch.empty_like(rows)
     ranks.scatter_(1, order, torch.arange(rows.shape[1], dtype=rows.dtype, device=rows.device).expand_as(rows))

@@ -85,7 +85,8 @@ def iso_cts(inputs: MergeInputs, params: dict[str, Any], ctx: TensorContext) -> 
     return update.mul_(float(params["alpha"])).add_(inputs.base)
 
 
-ALPHA = Param("alpha", "float", 1.0, "scaling of the merged update", min=0.0, max=5.0, layerwise=True)
+ALPHA = Param("alpha", "float", 1.0, "scaling of the merged update", min=0.0, max=5.0, layerwise=True,
+              typical=(0.0, 3.0))
 
 register(MethodSpec(
     name="iso_c",

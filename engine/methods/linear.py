@@ -57,7 +57,7 @@ def _ta_linear(params: dict[str, Any], n: int) -> tuple[list[float], float]:
 
 
 WEIGHT = Param("weight", "float", 1.0, "relative weight of this model", min=-10.0, max=10.0,
-               per_model=True, layerwise=True)
+               per_model=True, layerwise=True, typical=(0.0, 2.0))
 
 register(MethodSpec(
     name="linear",
@@ -84,7 +84,7 @@ register(MethodSpec(
     params=(
         WEIGHT,
         Param("lambda", "float", 1.0, "global scaling of the summed task vectors", min=-5.0, max=5.0,
-              layerwise=True),
+              layerwise=True, typical=(0.0, 2.0)),
         Param("normalize", "bool", False, "divide the task weights by their sum"),
     ),
     merge=task_arithmetic,

@@ -8,7 +8,7 @@ from engine.methods.linear import WEIGHT
 __all__ = ["WEIGHT", "LAMBDA", "SCOPE", "SEED", "density", "normalize", "rescale"]
 
 LAMBDA = Param("lambda", "float", 1.0, "global scaling of the merged task vector", min=-5.0, max=5.0,
-               layerwise=True)
+               layerwise=True, typical=(0.0, 2.0))
 SCOPE = Param("scope", "choice", "tensor",
               "where thresholds are computed: each tensor on its own, or the whole model (extra stats pass)",
               choices=("tensor", "model"))

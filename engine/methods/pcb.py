@@ -64,6 +64,8 @@ def pcb(inputs: MergeInputs, params: dict[str, Any], ctx: TensorContext) -> torc
     check_scope(params, ctx)
     deltas = inputs.deltas
     n = deltas[0].numel()
+    if n == 0:  # no entries to score (an empty tensor)
+        return inputs.base.clone()
     if params["scope"] == "model":
         clips, floors = ctx.stats
     else:

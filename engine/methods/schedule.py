@@ -37,6 +37,54 @@ def is_schedule(value: Any) -> bool:
     return isinstance(value, (list, tuple))
 
 
+def schedule_problem(value: Any) -> str | None:
+    """Why ``value`` is not a layer-varying value ``resolve_layer_value`` can evaluate, or None.
+
+    Checks the shape only, without recursion (the scalars' types and ranges are the parameter's to
+    check): a gradient holds single values; an override list holds objects with a ``value`` (itself a
+    layer-varying value) and an optional ``filter`` that is a valid regular expression.
+    """
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, Mapping):
+            return "a per-layer value must be a number or a list, not an object"
+        if not is_schedule(item):
+            continue
+        if not item:
+            return "a per-layer schedule is empty"
+        if any(isinstance(v, Mapping) for v in item):
+            if not all(isinstance(v, Mapping) for v in item):
+                return "a per-layer schedule mixes override entries and plain values"
+            for entry in item:
+                problem = _entry_problem(entry)
+                if problem:
+                    return problem
+                stack.append(entry["value"])
+        elif any(is_schedule(v) for v in item):
+            return "a gradient's anchors must be single values, not lists"
+    return None
+
+
+def _entry_problem(entry: Mapping) -> str | None:
+    """What is wrong with one ``{"filter": REGEX, "value": V}`` override entry, if anything."""
+    if "value" not in entry:
+        return "a schedule entry has no 'value'"
+    unknown = [k for k in entry if k not in ("filter", "value")]
+    if unknown:
+        return f"a schedule entry has an unknown key '{unknown[0]}' (use 'filter' and 'value')"
+    pattern = entry.get("filter")
+    if pattern is None:
+        return None
+    if not isinstance(pattern, str):
+        return f"a schedule filter must be a regular expression (text), got {type(pattern).__name__}"
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        return f"schedule filter '{pattern[:80]}' is not a valid regular expression ({exc})"
+    return None
+
+
 def resolve_layer_value(value: Any, name: str, layer: int | None, num_layers: int) -> Any:
     """Evaluate a (possibly layer-varying) value for tensor ``name`` at ``layer`` of ``num_layers``."""
     if not is_schedule(value):
