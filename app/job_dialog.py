@@ -11,7 +11,7 @@ from __future__ import annotations
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QDialog, QDialogButtonBox, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
 
-from app.tasks_panel import progress_text
+from app.tasks_panel import EtaEstimate, progress_text
 from app.workers import Job
 
 
@@ -44,12 +44,14 @@ class JobProgressDialog(QDialog):
         layout.addWidget(self.status)
         layout.addWidget(buttons)
         self.setMinimumWidth(420)
+        self.eta = EtaEstimate()
         job.progressed.connect(self._on_progress)
         job.stateChanged.connect(self._on_state)
 
     def _on_progress(self, progress) -> None:
         self.bar.setValue(int(progress.fraction * 1000))
-        self.status.setText(progress_text(progress) + (f" · {progress.message}" if progress.message else ""))
+        self.status.setText(progress_text(progress, self.eta.update(progress))
+                            + (f" · {progress.message}" if progress.message else ""))
 
     def _on_state(self, _state: str) -> None:
         if self.job.state.finished:

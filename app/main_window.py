@@ -27,6 +27,7 @@ from app.formatting import human_count
 from app.graph import GraphScene, GraphView
 from app.graph.items import NodeItem
 from app.graph.palette import PaletteEntry, palette_entries
+from app.guidance import NoticeBanner, ShortcutsDialog
 from app.inspector.panel import InspectorPanel
 from app.library import LibraryPanel
 from app.library.model import PathRole
@@ -42,6 +43,8 @@ from app.tasks_panel import TasksPanel
 from app.workers import Job, JobManager
 from engine.errors import EngineInputError
 from engine.graph import Recipe, RunResult, run_recipe, validate
+from engine.graph.mergekit import export_mergekit, import_mergekit_file
+from engine.methods import get_method
 
 log = logging.getLogger(__name__)
 
@@ -91,10 +94,12 @@ class MainWindow(QMainWindow):
         self.project_path: Path | None = None
         self.results_history: list[dict[str, Any]] = []
         self.error_box: QMessageBox | None = None
+        self.notice: NoticeBanner | None = None
         self.run_job: Job | None = None
         self._revision = 0
         self._autosaved_revision = 0
         self._recovered = False
+        self._unreadable: dict[str, tuple[int, str]] = {}  # checkpoint path → (mtime, why it cannot be read)
         self.setWindowIcon(theme.app_icon())
         self.setDockNestingEnabled(True)
 
@@ -123,6 +128,7 @@ class MainWindow(QMainWindow):
         self.scene.problemsChanged.connect(self.inspector.set_problems)
         self.scene.connectionRefused.connect(self._on_connection_refused)
         self.library.errorOccurred.connect(self.show_error)
+        self.library.inspectFailed.connect(self._on_checkpoint_unreadable)
         self.library.addToGraphRequested.connect(self.add_checkpoints_to_graph)
         self.library.model.dataChanged.connect(self._refresh_checkpoint_inspector)
         self.undo_stack.cleanChanged.connect(self._update_title)
@@ -226,7 +232,20 @@ class MainWindow(QMainWindow):
                                     tip="Run the graph: write every Save node (F5)")
         self.cancel_action = self._act("&Cancel Run", self.cancel_run, "Esc", "stop", "err",
                                        tip="Cancel the running task (Esc)")
-        self.validate_action = self._act("&Check Graph", self.check_graph, "F7", "check")
+        self.validate_action = self._act("&Check Graph", self.check_graph, "F7", "check",
+                                         tip="Check the graph, reading every checkpoint's header (F7)")
+        self.auto_layout_action = self._act("Auto-&layout", self.auto_layout, "Ctrl+Shift+L", "zoom-fit",
+                                            tip="Arrange the nodes by depth, inputs left of what they feed (undoable)")
+        self.import_yaml_action = self._act("&Import mergekit YAML…", self.import_mergekit_yaml,
+                                            tip="Open a mergekit YAML config as a new recipe")
+        self.export_yaml_action = self._act("&Export mergekit YAML…", self.export_mergekit_yaml,
+                                            tip="Write this recipe as a mergekit YAML config")
+        self.shortcuts_action = self._act("&Keyboard Shortcuts", self.show_shortcuts, "Ctrl+/",
+                                          tip="Every keyboard shortcut")
+        self.docs_action = self._act("&Documentation", self.open_docs, "F1", "info",
+                                     tip="Open Weightsmith's documentation")
+        self.zoo_folder_action = self._act("Show Demo &Zoo Folder", self.open_zoo_folder, icon="open",
+                                           tip="Open the folder holding the demo model zoo and its recipes")
         self.dark_action = self._act("&Dark", lambda: self.set_theme("dark"))
         self.light_action = self._act("&Light", lambda: self.set_theme("light"))
         for act in (self.dark_action, self.light_action):
@@ -242,6 +261,8 @@ class MainWindow(QMainWindow):
         self.recent_menu.aboutToShow.connect(self._fill_recent_menu)
         file_menu.addActions([self.save_action, self.save_as_action])
         file_menu.addSeparator()
+        file_menu.addActions([self.import_yaml_action, self.export_yaml_action])
+        file_menu.addSeparator()
         file_menu.addActions([self.add_files_action, self.add_folder_action])
         file_menu.addSeparator()
         file_menu.addAction(self.settings_action)
@@ -256,16 +277,19 @@ class MainWindow(QMainWindow):
         graph = bar.addMenu("&Graph")
         graph.addAction(self.palette_action)
         add_menu = graph.addMenu("Add")
-        merge_menu = None
+        merge_menu, groups = None, {}
         for entry in palette_entries():
             if entry.node_type == "merge":
                 merge_menu = merge_menu or add_menu.addMenu(theme.icon("merge"), "Merge")
-                target, label = merge_menu, entry.label.split("▸")[-1].strip()
+                group = get_method(str(entry.params["method"])).group
+                groups[group] = groups.get(group) or merge_menu.addMenu(group)
+                target, label = groups[group], entry.label.split("▸")[-1].strip()
             else:
                 target, label = add_menu, entry.label
             act = target.addAction(label)
             act.setToolTip(entry.help)
             act.triggered.connect(lambda _c=False, e=entry: self.add_node(e))
+        graph.addAction(self.auto_layout_action)
         graph.addSeparator()
         graph.addActions([self.validate_action, self.run_action, self.cancel_action])
 
@@ -279,6 +303,8 @@ class MainWindow(QMainWindow):
         themes.addActions([self.dark_action, self.light_action])
 
         help_menu = bar.addMenu("&Help")
+        help_menu.addActions([self.docs_action, self.shortcuts_action, self.zoo_folder_action])
+        help_menu.addSeparator()
         help_menu.addActions([self.log_folder_action, self.about_action])
 
     def _build_toolbar(self) -> None:
@@ -327,6 +353,11 @@ class MainWindow(QMainWindow):
                                                        **entry.params}, entry.help)
         return self.view.add_entry(entry)
 
+    def auto_layout(self) -> None:
+        """Arrange every node by depth (one undo step) and show them all."""
+        if self.scene.auto_layout_all():
+            self.view.zoom_to_fit()
+
     def add_checkpoints_to_graph(self, paths: list[str]) -> list[str]:
         """One Checkpoint node per library path, placed in the middle of the view."""
         return self.scene.add_checkpoints_at(paths, self._view_centre() - QPointF(100, 40))
@@ -342,14 +373,44 @@ class MainWindow(QMainWindow):
             if isinstance(item, NodeItem):
                 item.setSelected(True)
 
-    def check_graph(self) -> bool:
-        """Validate the structure now; problems go to the log and the status bar."""
-        problems = validate(self.recipe, open_files=False)
+    def check_graph(self) -> Job:
+        """Validate the graph with every checkpoint's header opened (in a worker); problems go to the
+        nodes (red, with the reason as tooltip), the log and the status bar."""
+        snapshot, revision = self.recipe.copy(), self._revision
+        self.statusBar().showMessage("Checking the graph (reading the checkpoints' headers)…")
+        job = self.jobs.submit("Check graph", lambda _progress, _cancel: validate(snapshot, open_files=True),
+                               kind="inspect", visible=False, heavy=False)
+        job.succeeded.connect(lambda problems: self._on_graph_checked(problems, revision))
+        job.failed.connect(lambda msg: self.statusBar().showMessage(f"Could not check the graph: {msg}", 8000))
+        return job
+
+    def _on_graph_checked(self, problems: list, revision: int) -> None:
+        if revision != self._revision:
+            self.statusBar().showMessage("The graph changed while it was checked; press F7 again", 6000)
+            return
+        structural = set(validate(self.recipe, open_files=False))
+        found: dict[str, list[str]] = {}
         for p in problems:
             log.warning("%s%s", f"[{p.node_id}] " if p.node_id else "", p.message)
-        self.statusBar().showMessage(f"{len(problems)} problem(s) in the graph; see the log" if problems
-                                     else "The graph is ready to run", 6000)
-        return not problems
+            if p.node_id in self.recipe.nodes and p not in structural:
+                found.setdefault(p.node_id, []).append(p.message)
+        for nid in list(self.scene.file_problems) + list(found):
+            self.scene.set_file_problems(nid, found.get(nid, []))
+        self.statusBar().showMessage(f"{len(problems)} problem(s) in the graph; see the log and the red nodes"
+                                     if problems else "The graph is ready to run", 8000)
+
+    def _on_checkpoint_unreadable(self, path: str, message: str) -> None:
+        """A checkpoint the graph uses could not be read: mark its nodes and say so, without a dialog."""
+        try:
+            self._unreadable[path] = (Path(path).stat().st_mtime_ns, message)
+        except OSError:
+            pass
+        nodes = self.scene.nodes_using(path)
+        for nid in nodes:
+            self.scene.set_file_problems(nid, [f"cannot read {path}: {message}"])
+        if nodes:
+            log.warning("Cannot read %s (used by %s): %s", path, ", ".join(nodes), message)
+            self.statusBar().showMessage(f"Cannot read {Path(path).name}: {message}", 8000)
 
     def _on_recipe_event(self, event: str, details: dict[str, Any]) -> None:
         self._revision += 1
@@ -363,10 +424,16 @@ class MainWindow(QMainWindow):
         for node in self.recipe.nodes.values():
             if node.type == "checkpoint" and node.params.get("path"):
                 path = self.recipe.resolve_path(node.params["path"]).resolve()
-                if str(path) not in listed and path.exists():
+                if str(path) in listed or not path.exists() or str(path) in missing:
+                    continue
+                known = self._unreadable.get(str(path))
+                if known is not None and known[0] == path.stat().st_mtime_ns:  # read before: mark, don't re-read
+                    QTimer.singleShot(0, lambda n=node.id, m=f"cannot read {path}: {known[1]}":
+                                      self.scene.set_file_problems(n, [m]))
+                else:
                     missing.append(str(path))
         if missing:
-            self.library.add_paths(missing)
+            self.library.add_paths(missing, report=False)
 
     def _describe_checkpoint(self, path: str) -> str | None:
         entry = self.library.model.entry(str(Path(path).resolve()))
@@ -464,6 +531,11 @@ class MainWindow(QMainWindow):
             self.results_dock.raise_()
         written = len(result.outputs) if result is not None else 0
         self.statusBar().showMessage(f"Done: {written} model(s) written, {added} run(s) added to the results", 8000)
+        if written:
+            out = next(iter(result.outputs.values()))
+            self.show_notice(f"Run finished in {result.seconds:.1f} s: {written} model(s) written to {out}",
+                             [("Open output folder", lambda: QDesktopServices.openUrl(QUrl.fromLocalFile(str(out))))],
+                             icon="check")
 
     def cancel_run(self) -> None:
         """Cancel the newest running or queued task."""
@@ -497,6 +569,7 @@ class MainWindow(QMainWindow):
                        if n.type == "checkpoint" and n.params.get("path")]
         library = {**project.library, "base": project.library.get("base") or self._graph_base()}
         self.library.load_json(library, graph_paths)
+        self.tasks.clear_finished()  # the previous project's finished tasks do not belong to this one
         self.inspector.show_node("")
         docks = project.layout.get("docks")
         if docks:
@@ -591,6 +664,85 @@ class MainWindow(QMainWindow):
             return
         QDesktopServices.openUrl(QUrl.fromLocalFile(str(path.parent)))
 
+    def show_shortcuts(self) -> ShortcutsDialog:
+        dialog = ShortcutsDialog(self.findChildren(QAction), self)
+        dialog.show()
+        return dialog
+
+    def open_docs(self) -> None:
+        """Open the README (which links the docs/ folder) of this copy, if it has one."""
+        readme = Path(__file__).resolve().parent.parent / "README.md"
+        if readme.is_file():
+            QDesktopServices.openUrl(QUrl.fromLocalFile(str(readme)))
+        else:
+            self.statusBar().showMessage("This copy has no documentation files; see README.md in the source", 8000)
+
+    def open_zoo_folder(self) -> None:
+        zoo = self.paths.zoo_dir
+        if zoo.is_dir():
+            QDesktopServices.openUrl(QUrl.fromLocalFile(str(zoo)))
+        else:
+            self.statusBar().showMessage(f"The demo zoo is not built yet (it goes to {zoo})", 8000)
+
+    def show_notice(self, text: str, buttons=(), icon: str = "info") -> NoticeBanner:
+        """A dismissible notice above the graph (replacing the previous one)."""
+        if self.notice is not None:
+            self.notice.dismiss()
+        self.notice = NoticeBanner(text, buttons, icon)
+        self.notice.destroyed.connect(lambda *_a, n=self.notice: self.notice is n and setattr(self, "notice", None))
+        self.banner_area.addWidget(self.notice)
+        self.notice.show()
+        return self.notice
+
+    def show_demo_hint(self) -> None:
+        """On the demo project: select its merge node and say what to try."""
+        merge = next((n for n in self.recipe.nodes.values() if n.type == "merge"), None)
+        if merge is None:
+            return
+        self.scene.select_node(merge.id)
+        experts = len(self.recipe.inputs(merge.id, "models"))
+        self.show_notice(f"This is the demo: {experts} experts merged by '{merge.id}' (selected). Move λ or density "
+                         "in the Inspector and watch every task's score in Results; F5 runs the merge and the "
+                         "full evaluation; File ▸ Add Checkpoint Files… brings your own models.")
+        self.statusBar().showMessage("Try moving λ in the Inspector on the right", 15_000)
+
+    def import_mergekit_yaml(self, path: str | Path | None = None) -> bool:
+        """Open a mergekit YAML config as a new, unsaved recipe."""
+        if path is None:
+            path, _ = QFileDialog.getOpenFileName(self, "Import mergekit YAML", "", "mergekit YAML (*.yml *.yaml)")
+            if not path:
+                return False
+        if not self.maybe_save():
+            return False
+        try:
+            recipe = import_mergekit_file(path)
+        except EngineInputError as exc:
+            self.show_error("Cannot import the mergekit config", str(exc))
+            return False
+        self.apply_project(Project(recipe), None)
+        log.info("Imported %s", path)
+        return True
+
+    def export_mergekit_yaml(self, path: str | Path | None = None) -> bool:
+        """Write the recipe as a mergekit YAML config (when mergekit can express it)."""
+        try:
+            text = export_mergekit(self.recipe.to_json())
+        except EngineInputError as exc:
+            self.show_error("This recipe has no mergekit equivalent", str(exc))
+            return False
+        if path is None:
+            start = str(Path.home() / f"{self.recipe.name}.yml")
+            path, _ = QFileDialog.getSaveFileName(self, "Export mergekit YAML", start, "mergekit YAML (*.yml *.yaml)")
+            if not path:
+                return False
+        try:
+            Path(path).write_text(text, encoding="utf-8")
+        except OSError as exc:
+            self.show_error("Cannot write the mergekit config", f"{path}: {exc.strerror or exc}")
+            return False
+        self.statusBar().showMessage(f"Exported {path}", 6000)
+        return True
+
     def maybe_save(self) -> bool:
         """Ask to save unsaved changes; False when the user cancels."""
         if not self.modified:
@@ -679,8 +831,20 @@ class MainWindow(QMainWindow):
             self.restoreState(QByteArray(base64.b64decode(self.settings.window_state)))
 
     # ---- closing ---------------------------------------------------------------------------------
+    def confirm_cancel_jobs(self) -> bool:
+        """With a merge or zoo build running, ask whether to cancel it and quit; True when none runs or
+        on Yes (quick work such as analyses and inspections is cancelled without asking)."""
+        active = [j for j in self.jobs.active() if j.kind in ("merge", "zoo")]
+        if not active:
+            return True
+        what = "A merge is running" if any(j.kind == "merge" for j in active) else "The demo zoo is being built"
+        answer = QMessageBox.question(self, "Quit Weightsmith?",
+                                      f"{what}: cancel it and quit?\n\n" + "\n".join(j.title for j in active),
+                                      QMessageBox.Yes | QMessageBox.No, QMessageBox.No)
+        return answer == QMessageBox.Yes
+
     def closeEvent(self, event: QCloseEvent) -> None:
-        if not self.maybe_save():
+        if not self.confirm_cancel_jobs() or not self.maybe_save():
             event.ignore()
             return
         self.jobs.cancel_all()

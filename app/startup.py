@@ -36,6 +36,7 @@ def open_demo(window: MainWindow, size: str = "default") -> Job | None:
     demo = window.paths.zoo_dir / DEMO_RECIPE
     if demo.is_file():
         window.open_project(demo)
+        window.show_demo_hint()
         return None
     out = window.paths.zoo_dir
     job = window.jobs.submit("Build the demo zoo", lambda progress, cancel: build_zoo(
@@ -56,6 +57,7 @@ def open_demo(window: MainWindow, size: str = "default") -> Job | None:
         untouched = window.project_path is None and not window.modified and not window.recipe.nodes
         if demo.is_file() and untouched:
             window.open_project(demo)
+            window.show_demo_hint()
         elif demo.is_file():
             window.statusBar().showMessage(f"The demo zoo is ready: File ▸ Open… {demo}", 30_000)
         else:

@@ -14,11 +14,41 @@ from engine.runtime import Progress
 KIND_ICONS = {"merge": "merge", "evaluate": "evaluate", "zoo": "checkpoint", "inspect": "search"}
 
 
-def progress_text(p: Progress) -> str:
-    """``merging · 42% · ETA 0:12`` for a progress report."""
+MIN_ETA_FRACTION, MIN_ETA_SECONDS = 0.05, 2.0  # no remaining time is shown before this much of a phase
+ETA_SMOOTHING = 0.3  # weight of the newest estimate
+
+
+class EtaEstimate:
+    """Remaining seconds of a job's current phase, fed its progress reports: None until enough of the
+    phase is done, then the rate-based estimate smoothed (the previous one, counted down by the time
+    since, keeps 70 %); a new phase starts afresh."""
+
+    def __init__(self) -> None:
+        self._phase: str | None = None
+        self._eta: float | None = None
+        self._at = 0.0
+
+    def update(self, p: Progress) -> float | None:
+        if p.phase != self._phase or p.elapsed_s < self._at:
+            self._phase, self._eta = p.phase, None
+        raw = p.eta_s
+        if raw is None or p.fraction < MIN_ETA_FRACTION or p.elapsed_s < MIN_ETA_SECONDS or p.fraction >= 1:
+            self._at = p.elapsed_s
+            return None
+        if self._eta is None:
+            self._eta = raw
+        else:
+            carried = max(0.0, self._eta - (p.elapsed_s - self._at))
+            self._eta = ETA_SMOOTHING * raw + (1 - ETA_SMOOTHING) * carried
+        self._at = p.elapsed_s
+        return self._eta
+
+
+def progress_text(p: Progress, eta_s: float | None = None) -> str:
+    """``merging · 42% · ETA 0:12`` for a progress report and the remaining time (``EtaEstimate``)."""
     parts = [p.phase, f"{p.fraction:.0%}"]
-    if p.eta_s is not None and p.fraction < 1:
-        parts.append(f"ETA {format_duration(p.eta_s)}")
+    if eta_s is not None and p.fraction < 1:
+        parts.append(f"ETA {format_duration(eta_s)}")
     return " · ".join(parts)
 
 
@@ -50,13 +80,14 @@ class TaskRow(QFrame):
         grid.addWidget(self.button, 0, 3, 2, 1)
         grid.addWidget(self.bar, 1, 0, 1, 3)
         grid.setColumnStretch(1, 1)
+        self.eta = EtaEstimate()
         job.progressed.connect(self._on_progress)
         job.stateChanged.connect(self._on_state)
         self._on_state(job.state.value)
 
     def _on_progress(self, p: Progress) -> None:
         self.bar.setValue(int(p.fraction * 1000))
-        self.status.setText(progress_text(p))
+        self.status.setText(progress_text(p, self.eta.update(p)))
 
     def _on_state(self, state: str) -> None:
         st = JobState(state)

@@ -180,7 +180,7 @@ def test_cancel_from_the_tasks_panel_leaves_no_output(qtbot, window, medium_mode
     job = window.run_job
     qtbot.waitUntil(lambda: job.progress is not None and job.progress.fraction > 0, timeout=30_000)
     row = window.tasks.row_for(job)
-    assert row.bar.value() > 0 and "merging" in row.status.text() and "ETA" in row.status.text()
+    assert row.bar.value() > 0 and "merging" in row.status.text()  # the ETA waits for 5 % and 2 s of the phase
     assert window.cancel_action.isEnabled() and not window.run_action.isEnabled()
     with qtbot.waitSignal(window.runFinished, timeout=30_000):
         qtbot.mouseClick(row.button, Qt.LeftButton)

@@ -125,7 +125,7 @@ class AnalysisPanel(QWidget):
         self.report = report
         n = len(report.keys)
         self.status.setText(f"{n} task vectors · {len(report.norms.layers)} layer groups · "
-                            f"TIES density {report.conflicts.density:g}")
+                            f"{self._density_text(report.conflicts.density)}")
         self.cosine.set_data(report.cosines, report.keys)
         self.conflicts.set_data(report.conflicts)
         self.overlap.set_data(report.overlap)
@@ -139,6 +139,19 @@ class AnalysisPanel(QWidget):
         self._show_magnitudes()
         self._show_spectra()
         self._show_coefficients()
+
+    def _density_text(self, density: float) -> str:
+        """What the trim thresholds drawn stand for: the node's own density, or TIES's default for
+        comparison when the node's method does not trim."""
+        node = self.recipe.nodes.get(self.node_id) if self.recipe is not None else None
+        try:
+            spec = get_method(str(node.params.get("method", ""))) if node is not None else None
+        except EngineInputError:
+            spec = None
+        if spec is not None and any(p.name == "density" for p in spec.params):
+            return f"{spec.label} density {density:g}"
+        name = spec.label if spec is not None else "this node"
+        return f"trim shown at TIES's default density {density:g} for comparison ({name} does not trim)"
 
     def _show_magnitudes(self) -> None:
         if self.report is not None:

@@ -22,15 +22,20 @@ def _palette(item: QGraphicsItem) -> QPalette:
     return scene.palette() if scene is not None else QPalette()
 
 
-def _font(item: QGraphicsItem, scale: float = 1.0, bold: bool = False) -> QFont:
+def node_font(item: QGraphicsItem, points: float, bold: bool = False) -> QFont:
+    """The scene's font family at ``points`` (node text stays readable at 100 % zoom: titles 11 pt,
+    subtitles and ports 10 pt, see ``style``)."""
     scene = item.scene()
     font = QFont(scene.font()) if scene is not None else QFont()
-    if scale != 1.0 and font.pointSizeF() > 0:
-        font.setPointSizeF(font.pointSizeF() * scale)
-    elif scale != 1.0:  # a font sized in pixels
-        font.setPixelSize(max(1, round(font.pixelSize() * scale)))
+    font.setPointSizeF(points)
     font.setBold(bold)
     return font
+
+
+def node_height(node_type: NodeType | None) -> float:
+    """The height of a node card of this type (header, subtitle, one row per input port)."""
+    inputs = node_type.inputs if node_type else ()
+    return style.HEADER_H + style.SUBTITLE_H + max(len(inputs), 1) * style.PORT_ROW_H + 6
 
 
 def bezier(p0: QPointF, p1: QPointF) -> QPainterPath:
@@ -146,7 +151,7 @@ class NodeItem(QGraphicsItem):
         self.problems: list[str] = []
         self.edges: set[EdgeItem] = set()
         inputs: Sequence[Port] = node_type.inputs if node_type else ()
-        self.height = style.HEADER_H + style.SUBTITLE_H + max(len(inputs), 1) * style.PORT_ROW_H + 6
+        self.height = node_height(node_type)
         self.inputs = {p.name: PortItem(self, p) for p in inputs}
         for i, item in enumerate(self.inputs.values()):
             item.setPos(0, self._row_y(i))
@@ -258,14 +263,14 @@ class NodeItem(QGraphicsItem):
 
     def _paint_texts(self, painter: QPainter, text: QColor, muted: QColor) -> None:
         pad = 10.0
-        small = _font(self, 0.85)
+        small = node_font(self, style.TEXT_PT)
         small_fm = QFontMetricsF(small)
         type_w = small_fm.horizontalAdvance(self.type_label)
         painter.setFont(small)
         painter.setPen(muted)
         header_rect = QRectF(pad, 0, style.NODE_WIDTH - 2 * pad, style.HEADER_H)
         painter.drawText(header_rect, Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter, self.type_label)
-        title_font = _font(self, 1.0, bold=True)
+        title_font = node_font(self, style.TITLE_PT, bold=True)
         painter.setFont(title_font)
         painter.setPen(text)
         title = QFontMetricsF(title_font).elidedText(self.node_id, Qt.TextElideMode.ElideRight,
@@ -282,16 +287,17 @@ class NodeItem(QGraphicsItem):
         for i, (name, port) in enumerate(self.inputs.items()):
             y = self._row_y(i)
             painter.setPen(text)
-            painter.drawText(QRectF(pad + 4, y - 10, style.NODE_WIDTH / 2, 20),
+            painter.drawText(QRectF(pad + 4, y - style.PORT_ROW_H / 2, style.NODE_WIDTH / 2, style.PORT_ROW_H),
                              Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter, port.port.label or name)
         if self.output is not None:
             painter.setPen(muted)
-            painter.drawText(QRectF(style.NODE_WIDTH / 2, self._row_y(0) - 10, style.NODE_WIDTH / 2 - pad - 4, 20),
+            painter.drawText(QRectF(style.NODE_WIDTH / 2, self._row_y(0) - style.PORT_ROW_H / 2,
+                                    style.NODE_WIDTH / 2 - pad - 4, style.PORT_ROW_H),
                              Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter,
                              style.kind_name(self.output.kinds[0]))
 
     def _paint_badges(self, painter: QPainter) -> None:
-        small = _font(self, 0.75, bold=True)
+        small = node_font(self, style.BADGE_PT, bold=True)
         fm = QFontMetricsF(small)
         painter.setFont(small)
         x = style.NODE_WIDTH - 10.0
@@ -314,7 +320,7 @@ class NodeItem(QGraphicsItem):
         painter.setBrush(style.ERROR_COLOR)
         painter.drawEllipse(center, 7.5, 7.5)
         painter.setPen(QColor("white"))
-        painter.setFont(_font(self, 0.8, bold=True))
+        painter.setFont(node_font(self, style.BADGE_PT, bold=True))
         painter.drawText(QRectF(center.x() - 7.5, center.y() - 7.5, 15, 15), Qt.AlignmentFlag.AlignCenter, "!")
 
 

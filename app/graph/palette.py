@@ -77,7 +77,7 @@ def palette_entries() -> list[PaletteEntry]:
         for spec in all_methods():
             needs = ", ".join(sorted(r.value for r in spec.requirements))
             entries.append(PaletteEntry(f"{ntype.label} ▸ {spec.label}", "merge", {"method": spec.name},
-                                        f"{spec.summary} ({needs})"))
+                                        f"{spec.summary} ({spec.group}; {needs})"))
     return entries
 
 

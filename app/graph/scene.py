@@ -21,7 +21,7 @@ from PySide6.QtWidgets import (QGraphicsScene, QGraphicsSceneDragDropEvent, QGra
 
 from app.commands import AddNodeCommand, ConnectCommand, DisconnectCommand, MoveNodesCommand, PasteCommand, RemoveNodesCommand
 from app.graph import style
-from app.graph.items import DragEdgeItem, EdgeItem, NodeItem, PortItem
+from app.graph.items import DragEdgeItem, EdgeItem, NodeItem, PortItem, node_height
 from app.graph.palette import NODE_MIME, default_params
 from engine.errors import EngineInputError, RecipeError
 from engine.graph.nodes import DELTA, MODEL, get_node_type
@@ -33,6 +33,7 @@ CHECKPOINT_MIME = "application/x-weightsmith-checkpoint"
 SCENE_EXTENT = 50_000.0
 COLUMN_GAP, ROW_GAP = 270.0, 150.0
 WRAP_ROWS, WRAP_GAP = 5, 230.0  # a depth with more nodes wraps into side-by-side columns this far apart
+PLACE_MARGIN, PLACE_STEP, PLACE_RINGS = 16.0, 20.0, 50  # gap kept to other nodes; search grid and how far out
 _GENERIC_FILE_STEMS = {"model", "pytorch_model", "adapter_model", "diffusion_pytorch_model"}
 
 
@@ -111,7 +112,10 @@ def _dropped_paths(mime: QMimeData) -> list[str]:
 
 class GraphScene(QGraphicsScene):
     """The merge graph's scene. Signals: ``nodeSelected(id)`` ("" unless exactly one node is selected),
-    ``connectionRefused(reason)``, ``problemsChanged(list[Problem])`` after each validation."""
+    ``connectionRefused(reason)``, ``problemsChanged(list[Problem])`` after each validation.
+
+    ``file_problems`` holds what reading a node's file found (a full check, a failed inspection); they
+    show on the node with the structural problems until the node's parameters change."""
 
     nodeSelected = Signal(str)
     connectionRefused = Signal(str)
@@ -122,6 +126,7 @@ class GraphScene(QGraphicsScene):
         self.recipe = recipe
         self.undo_stack = undo_stack
         self.problems: list[Problem] = []
+        self.file_problems: dict[str, list[str]] = {}
         self._nodes: dict[str, NodeItem] = {}
         self._edges: dict[Edge, EdgeItem] = {}
         self._auto_pos: dict[str, tuple[float, float]] = {}
@@ -232,10 +237,66 @@ class GraphScene(QGraphicsScene):
             return "Add takes at most one model; connect task vectors to add onto it"
         return None
 
+    def set_file_problems(self, node_id: str, messages: list[str]) -> None:
+        """Mark (or, with no messages, clear) what reading ``node_id``'s file found, and revalidate."""
+        if node_id not in self.recipe.nodes:
+            return
+        if messages:
+            self.file_problems[node_id] = list(messages)
+        else:
+            self.file_problems.pop(node_id, None)
+        self.revalidate()
+
+    def nodes_using(self, path: str) -> list[str]:
+        """Checkpoint nodes whose file resolves to ``path``."""
+        target = Path(path).resolve()
+        return [nid for nid, n in self.recipe.nodes.items() if n.type == "checkpoint" and n.params.get("path")
+                and self.recipe.resolve_path(n.params["path"]).resolve() == target]
+
     # ---- edits (each one command on the undo stack) ---------------------------------------------
+    def free_spot(self, pos: QPointF | Sequence[float], node_type: str) -> tuple[float, float]:
+        """The top-left corner nearest ``pos`` where a node of ``node_type`` overlaps no other node."""
+        x, y = (pos.x(), pos.y()) if isinstance(pos, QPointF) else (float(pos[0]), float(pos[1]))
+        try:
+            height = node_height(get_node_type(node_type))
+        except EngineInputError:
+            height = node_height(None)
+        m = PLACE_MARGIN
+        taken = [QRectF(item.pos(), item.rect().size()).adjusted(-m, -m, m, m) for item in self._nodes.values()]
+
+        def free(px: float, py: float) -> bool:
+            rect = QRectF(px, py, style.NODE_WIDTH, height)
+            return not any(rect.intersects(t) for t in taken)
+
+        if free(x, y):
+            return x, y
+        step = PLACE_STEP
+        for ring in range(1, PLACE_RINGS):
+            around = [(i, j) for i in range(-ring, ring + 1) for j in (-ring, ring)]
+            around += [(i, j) for j in range(-ring + 1, ring) for i in (-ring, ring)]
+            spots = [(x + i * step, y + j * step) for i, j in around if free(x + i * step, y + j * step)]
+            if spots:
+                return min(spots, key=lambda s: (s[0] - x) ** 2 + (s[1] - y) ** 2)
+        return x, y
+
+    def auto_layout_all(self) -> bool:
+        """Lay every node out again by depth (``auto_layout``) as one undo step; False when nothing moves."""
+        layout = auto_layout(self.recipe)
+        moves = {}
+        for nid, new in layout.items():
+            item = self._nodes.get(nid)
+            if item is not None and (abs(item.x() - new[0]) > 0.5 or abs(item.y() - new[1]) > 0.5):
+                moves[nid] = (_stored_pos(self.recipe.nodes[nid]), new)
+        if not moves:
+            return False
+        cmd = MoveNodesCommand(self.recipe, moves)
+        cmd.setText("Auto-layout")
+        self.undo_stack.push(cmd)
+        return True
+
     def add_node_at(self, node_type: str, pos: QPointF | Sequence[float], params: dict[str, Any] | None = None) -> str:
-        """Add a node whose top-left corner is at ``pos``, with the type's (and merge method's) default
-        parameters updated by ``params``; selects it and returns its id."""
+        """Add a node at the free place nearest ``pos`` (its top-left corner), with the type's (and merge
+        method's) default parameters updated by ``params``; selects it and returns its id."""
         full = default_params(node_type, params)
         if node_type == "merge":
             prefix = str(full.get("method") or "merge")
@@ -244,24 +305,26 @@ class GraphScene(QGraphicsScene):
         else:
             prefix = node_type
         node_id = self.recipe.new_id(prefix)
-        x, y = (pos.x(), pos.y()) if isinstance(pos, QPointF) else pos
+        x, y = self.free_spot(pos, node_type)
         node = Node(node_id, node_type, full, {"pos": [float(round(x)), float(round(y))]})
         self.undo_stack.push(AddNodeCommand(self.recipe, node))
         self.select_node(node_id)
         return node_id
 
     def add_checkpoints_at(self, paths: Iterable[str], pos: QPointF) -> list[str]:
-        """One Checkpoint node per path, stacked downwards from ``pos``, as one undo step."""
+        """One Checkpoint node per path, each at the free place nearest the one before (starting at
+        ``pos``), as one undo step."""
         paths = list(paths)
         if not paths:
             return []
         self.undo_stack.beginMacro(f"Add {len(paths)} checkpoint{'s' if len(paths) > 1 else ''}")
         ids = []
-        for i, path in enumerate(paths):
+        x, y = pos.x(), pos.y()
+        for path in paths:
             node_id = self.recipe.new_id(checkpoint_id_prefix(path))
-            y = pos.y() + i * (style.HEADER_H + style.SUBTITLE_H + style.PORT_ROW_H + 36)
+            x, y = self.free_spot((x, y), "checkpoint")
             node = Node(node_id, "checkpoint", default_params("checkpoint", {"path": path}),
-                        {"pos": [float(round(pos.x())), float(round(y))]})
+                        {"pos": [float(round(x)), float(round(y))]})
             self.undo_stack.push(AddNodeCommand(self.recipe, node))
             ids.append(node_id)
         self.undo_stack.endMacro()
@@ -355,10 +418,12 @@ class GraphScene(QGraphicsScene):
         elif event == "edge_removed":
             self._remove_edge_item(details["edge"])
         elif event == "params_changed":
+            self.file_problems.pop(details["node_id"], None)
             self._refresh_node(details["node_id"])
         elif event == "ui_changed":
             self._place(details["node_id"])
         elif event == "reset":
+            self.file_problems.clear()
             self._rebuild()
         self._refresh_timer.start()
 
@@ -391,6 +456,7 @@ class GraphScene(QGraphicsScene):
         if self._drag is not None and item in (self._drag.port.node, getattr(self._drag.target, "node", None)):
             self._cancel_drag()
         self._auto_pos.pop(node_id, None)
+        self.file_problems.pop(node_id, None)
         for edge_item in list(item.edges):
             self._remove_edge_item(edge_item.edge)
         self.removeItem(item)
@@ -472,6 +538,8 @@ class GraphScene(QGraphicsScene):
             siblings = into[(edge.dst, edge.port)]
             edge_item.set_slot(siblings.index(edge), len(siblings))
         self.problems = validate(self.recipe, open_files=False, checkpoint_kinds=self.checkpoint_kinds())
+        self.problems += [Problem(nid, m) for nid, messages in self.file_problems.items() for m in messages
+                          if Problem(nid, m) not in self.problems]
         by_node: dict[str, list[str]] = defaultdict(list)
         for p in self.problems:
             if p.node_id is not None:

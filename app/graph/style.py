@@ -24,9 +24,10 @@ REQUIREMENT_COLORS = {"data-free": QColor("#35b585"), "unlabeled data": QColor("
                       "labeled data": QColor("#f07a3a"), "gradients": QColor("#e5484d")}
 
 NODE_WIDTH = 200.0
-HEADER_H = 26.0
-SUBTITLE_H = 20.0
-PORT_ROW_H = 22.0
+HEADER_H = 30.0
+SUBTITLE_H = 24.0
+PORT_ROW_H = 24.0
+TITLE_PT, TEXT_PT, BADGE_PT = 11.0, 10.0, 9.0  # node text, readable at 100 % zoom
 PORT_RADIUS = 5.5
 CORNER = 8.0
 GRID = 20.0

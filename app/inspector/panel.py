@@ -20,7 +20,7 @@ from PySide6.QtWidgets import (QComboBox, QFileDialog, QFormLayout, QFrame, QHBo
 from app import theme
 from app.commands import SetParamCommand, SetParamsCommand
 from app.graph.palette import switch_method_params
-from app.inspector.fields import Field, make_field
+from app.inspector.fields import Field, guard_wheel, make_field
 from app.inspector.weights import PerModelField
 from app.library.view import FILE_FILTER
 from engine.errors import EngineInputError
@@ -28,7 +28,7 @@ from engine.graph.nodes import get_node_type
 from engine.graph.recipe import Recipe
 from engine.graph.validate import Problem, reference_checkpoint
 from engine.methods import MethodSpec, all_methods, get_method
-from engine.methods.base import Param, Requirement
+from engine.methods.base import GROUPS, Param, Requirement
 
 NODE_ICONS = {"checkpoint": "checkpoint", "task_vector": "task-vector", "merge": "merge", "scale": "scale",
               "add": "add", "save": "save", "evaluate": "evaluate"}
@@ -52,6 +52,29 @@ def reference_html(reference: str) -> str:
 
 def section(title: str) -> QLabel:
     return QLabel(title.upper(), objectName="Section")
+
+
+def method_combo() -> QComboBox:
+    """Every registered method under a header per group (``MethodSpec.group``), with its summary and
+    paper on hover; the headers cannot be chosen."""
+    combo = QComboBox(sizeAdjustPolicy=QComboBox.AdjustToMinimumContentsLengthWithIcon)
+    guard_wheel(combo)
+    model = combo.model()
+    by_group: dict[str, list[MethodSpec]] = {}
+    for spec in all_methods():
+        by_group.setdefault(spec.group, []).append(spec)
+    for group in [g for g, _families in GROUPS if g in by_group]:
+        combo.addItem(group)
+        header = model.item(combo.count() - 1)
+        header.setFlags(Qt.ItemFlag.NoItemFlags)
+        font = header.font()
+        font.setBold(True)
+        header.setFont(font)
+        for spec in by_group[group]:
+            combo.addItem(spec.label, spec.name)
+            tip = f"{spec.summary}\n\n{spec.reference}" if spec.reference else spec.summary
+            combo.setItemData(combo.count() - 1, tip, Qt.ToolTipRole)
+    return combo
 
 
 class InspectorPanel(QWidget):
@@ -181,21 +204,14 @@ class InspectorPanel(QWidget):
         self._refresh_values()
 
     def _build_method(self, layout: QVBoxLayout) -> list[Param]:
-        combo = QComboBox(sizeAdjustPolicy=QComboBox.AdjustToMinimumContentsLengthWithIcon)
-        family = None
-        for spec in all_methods():
-            if family is not None and spec.family != family:
-                combo.insertSeparator(combo.count())
-            family = spec.family
-            combo.addItem(spec.label, spec.name)
-            combo.setItemData(combo.count() - 1, spec.summary, Qt.ToolTipRole)
+        combo = method_combo()
         try:
             spec: MethodSpec | None = get_method(self._method)
         except EngineInputError:
             spec = None
             combo.addItem(f"unknown: {self._method}", self._method)
         combo.setCurrentIndex(combo.findData(spec.name if spec else self._method))
-        combo.activated.connect(lambda i: self._set_method(str(combo.itemData(i))))
+        combo.activated.connect(lambda i: combo.itemData(i) and self._set_method(str(combo.itemData(i))))
         self.method_combo = combo
         layout.addWidget(section("Method"))
         layout.addWidget(combo)

@@ -4,6 +4,7 @@ see what fits it, and drag entries onto the graph."""
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 from PySide6.QtCore import QItemSelectionModel, QModelIndex, QPoint, QRect, QSize, Qt, Signal
 from PySide6.QtGui import (QAction, QDragEnterEvent, QDropEvent, QFont, QFontMetrics, QGuiApplication, QPainter,
@@ -87,6 +88,7 @@ class LibraryPanel(QWidget):
     """Owns the library model; reports errors and "add to graph" requests to the window."""
 
     errorOccurred = Signal(str, str)
+    inspectFailed = Signal(str, str)  # path, reason: every failed inspection, reported or not
     addToGraphRequested = Signal(list)
 
     def __init__(self, jobs: JobManager, parent: QWidget | None = None):
@@ -144,17 +146,36 @@ class LibraryPanel(QWidget):
         return act
 
     # ---- adding and removing -----------------------------------------------------------------
-    def add_paths(self, paths: list[str | Path]) -> None:
-        """Inspect and add checkpoints (files or folders); unreadable ones are reported, not added."""
+    def add_paths(self, paths: list[str | Path], *, report: bool = True) -> None:
+        """Inspect and add checkpoints (files or folders); unreadable ones are not added. Each is
+        announced with ``inspectFailed``; when ``report`` (the user asked for them), once every path
+        of the call is inspected, one ``errorOccurred`` names every file skipped and why."""
+        batch = SimpleNamespace(total=len(paths), pending=0, skipped=[], report=report)
         for p in paths:
             path = str(Path(p).expanduser().resolve())
             if self.model.add_pending(path):
+                batch.pending += 1
                 job = self.jobs.submit(f"Inspect {display_name(path)}",
                                        lambda _progress, _cancel, p=path: inspect_path(p),
                                        kind="inspect", visible=False, heavy=False)
                 job.succeeded.connect(self._on_inspected)
-                job.failed.connect(lambda msg, p=path: self._on_inspect_failed(p, msg))
+                job.succeeded.connect(lambda _i, b=batch: self._batch_step(b))
+                job.cancelled.connect(lambda b=batch: self._batch_step(b))
+                job.failed.connect(lambda msg, p=path, b=batch: self._on_inspect_failed(p, msg, b))
         self._update_actions()
+
+    def _batch_step(self, batch: SimpleNamespace) -> None:
+        """One path of an ``add_paths`` call is inspected; after the last, report what was skipped."""
+        batch.pending -= 1
+        if batch.pending or not batch.skipped or not batch.report:
+            return
+        if batch.total == 1:
+            path, message = batch.skipped[0]
+            self.errorOccurred.emit(f"Cannot add {display_name(path)}", message)
+            return
+        lines = "\n".join(f"• {Path(path).name}: {message}" for path, message in batch.skipped)
+        self.errorOccurred.emit(f"Skipped {len(batch.skipped)} of {batch.total} files",
+                                f"These were not added to the library:\n{lines}")
 
     def _on_inspected(self, inspection: Inspection) -> None:
         if self.model.entry(inspection.path) is None:
@@ -170,10 +191,12 @@ class LibraryPanel(QWidget):
             self._check_fits([inspection.path])
         self._update_actions()
 
-    def _on_inspect_failed(self, path: str, message: str) -> None:
+    def _on_inspect_failed(self, path: str, message: str, batch: SimpleNamespace) -> None:
         self.model.remove(path)
         self._update_actions()
-        self.errorOccurred.emit(f"Cannot add {display_name(path)}", message)
+        batch.skipped.append((path, message))
+        self.inspectFailed.emit(path, message)
+        self._batch_step(batch)
 
     def remove_selected(self) -> None:
         for path in self.selected_paths(include_pending=True):

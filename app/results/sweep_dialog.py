@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, QDoubleSpinBox, QGridLayout, QLabel,
                                QSpinBox, QVBoxLayout, QWidget)
 
+from app.formatting import format_duration
 from engine.live import Axis, get_value, linspace, split_path, tunable_paths
 from engine.methods import MethodSpec
 
@@ -45,14 +46,18 @@ class _AxisRow:
 
 
 class SweepDialog(QDialog):
-    """Choose what to sweep; ``axes()`` and ``full()`` read the choice after ``exec()``."""
+    """Choose what to sweep; ``axes()`` and ``full()`` read the choice after ``exec()``.
+
+    ``seconds_per_point`` maps ``full`` (True: the whole split, False: the quick subset) to the measured
+    seconds one point takes (weight update and scoring); without a measurement no time is promised.
+    """
 
     def __init__(self, spec: MethodSpec, keys: Sequence[str], params: dict[str, Any], *, first: str | None = None,
-                 seconds_per_point: float = 0.1, parent: QWidget | None = None):
+                 seconds_per_point: Mapping[bool, float] | None = None, parent: QWidget | None = None):
         super().__init__(parent)
         self.setWindowTitle(f"Sweep — {spec.label}")
         self.spec, self.keys, self.params = spec, list(keys), params
-        self.seconds_per_point = seconds_per_point
+        self.seconds_per_point = dict(seconds_per_point or {})
         paths = tunable_paths(spec, keys)
         grid = QGridLayout()
         grid.setHorizontalSpacing(6)
@@ -101,8 +106,13 @@ class SweepDialog(QDialog):
 
     def _estimate(self) -> None:
         points = self.first.steps.value() * (self.second.steps.value() if self.use_second.isChecked() else 1)
-        seconds = points * self.seconds_per_point * (1.0 if self.full_box.isChecked() else 0.4)
-        self.estimate.setText(f"{points} points · about {seconds:.0f} s on the live session")
+        per = self.seconds_per_point.get(self.full_box.isChecked())
+        if per is None:
+            self.estimate.setText(f"{points} points · the time per point is not measured yet; the Tasks panel "
+                                  "shows the remaining time once the first points are done")
+        else:
+            self.estimate.setText(f"{points} points · about {format_duration(points * per)} "
+                                  f"(measured: {per:.2f} s per point, weight update and scoring)")
 
     def axes(self) -> list[Axis]:
         out = [self.first.axis()]
