@@ -47,7 +47,8 @@ tokenizer_source: base
     params = merge_params(recipe)
     assert params == {"method": "ties", "lambda": 1.2, "normalize": True,
                       "weight": {"a": [0.2, 0.8], "b": [{"filter": r"self_attn\.q_proj", "value": 0.3}, {"value": 0.5}]},
-                      "density": {"a": 0.5, "b": 1.0}}  # mergekit's density default (1.0), not Weightsmith's 0.2
+                      "density": {"a": 0.5, "b": 1.0},  # mergekit's density default (1.0), not Weightsmith's 0.2
+                      "tie_break": "mergekit"}  # equal magnitudes at the trim cut split as mergekit splits them
     kinds = {n["id"]: n["type"] for n in recipe["nodes"]}
     assert kinds == {"base": "checkpoint", "a": "checkpoint", "b": "checkpoint", "merge": "merge", "save": "save"}
     assert [(e["from"], e["port"]) for e in recipe["edges"] if e["to"] == "merge"] == [

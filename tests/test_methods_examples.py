@@ -232,9 +232,18 @@ def test_chunk_boundaries_do_not_change_thresholds(method, monkeypatch):
     assert torch.equal(whole, merge_one(method, base, [tau], {"density": 0.3}))
 
 
-def test_breadcrumbs_keeps_exactly_the_density_when_magnitudes_tie_at_a_cut():
+def test_breadcrumbs_tie_break_keeps_exactly_the_density_the_mergekit_way():
     tau = torch.tensor([1.0, -1, 1, -1, 2, -2, 2, -2, 3, -3])
     # n = 10, density 0.5 → 5 kept, gamma 0.1 → the 1 largest dropped: ranks 4..8 = the four 2s and one 3
-    out = merge_one("breadcrumbs", torch.zeros(10), [tau], {"density": 0.5, "gamma": 0.1})
+    out = merge_one("breadcrumbs", torch.zeros(10), [tau], {"density": 0.5, "gamma": 0.1, "tie_break": "mergekit"})
     kept = out[out != 0].abs()
     assert len(kept) == 5 and int((kept == 2).sum()) == 4 and int((kept == 3).sum()) == 1
+    fast = merge_one("breadcrumbs", torch.zeros(10), [tau], {"density": 0.5, "gamma": 0.1})
+    assert sorted(fast[fast != 0].abs().tolist()) == [2.0] * 4  # ties kept at the bottom cut, dropped at the top
+
+
+def test_ties_keeps_all_tied_magnitudes_or_exactly_k_the_mergekit_way():
+    tau = torch.tensor([3.0, 1, -1, 1, 0.5])  # density 0.4 → k = 2: the 3 and one of three tied 1s
+    exact = merge_one("ties", torch.zeros(5), [tau], {"density": 0.4, "tie_break": "mergekit"})
+    assert int((exact != 0).sum()) == 2 and exact[0] == 3
+    assert torch.equal(merge_one("ties", torch.zeros(5), [tau], {"density": 0.4}), torch.tensor([3.0, 1, -1, 1, 0]))

@@ -225,6 +225,8 @@ def import_mergekit(yaml_text: str, base_dir: Path) -> dict:
                         for nid, ref, own in inputs}
     for nid, ref, own in inputs:
         _check_known(own, {**shared_spec, **model_spec}, method, f"parameters of model '{ref}'")
+    if any(p.name == "tie_break" for p in get_method(method).params):
+        params["tie_break"] = "mergekit"  # equal magnitudes at a trim cut split as mergekit splits them
     nodes = builder.nodes + [{"id": "merge", "type": "merge", "params": params}]
     edges = builder.edges + ([{"from": base_id, "to": "merge", "port": "base"}] if base_id else [])
     edges += [{"from": nid, "to": "merge", "port": "models"} for nid, _, _ in inputs]

@@ -13,7 +13,7 @@ import torch
 
 from engine.methods.base import MergeInputs, MethodSpec, ModelStatistic, Param, TensorContext
 from engine.methods.gta import check_scope, gta_merge, magnitudes_at
-from engine.methods.params import LAMBDA, SCOPE, WEIGHT, density, normalize, rescale
+from engine.methods.params import LAMBDA, SCOPE, TIE_BREAK, WEIGHT, density, normalize, rescale
 from engine.methods.registry import register
 from engine.methods.sparsify import band_bounds, sorted_window_mask
 from engine.methods.statistics import ExactRanks
@@ -29,8 +29,9 @@ def band_ranks(n: int, density_value: float, gamma: float) -> list[int | None]:
 def band_limits(inputs: MergeInputs, params: dict[str, Any], ctx: TensorContext) -> list[Any]:
     """Per model ``(low, high)``: keep ``low ≤ |τ| < high`` (None = open side; (inf, inf) keeps nothing).
 
-    Per tensor, a model whose magnitudes tie at a cut (common in fp16/bf16 weights) gets instead a
-    boolean mask of exactly the window's entries, ordered as mergekit orders them (see ``exact_band``).
+    With ``tie_break='mergekit'``, per tensor, a model whose magnitudes tie at a cut (common in fp16/bf16
+    weights) gets instead a boolean mask of exactly the window's entries, as mergekit orders them
+    (see ``exact_band``).
     """
     n = inputs.base.numel()
     if params["scope"] == "model":
@@ -44,7 +45,7 @@ def band_limits(inputs: MergeInputs, params: dict[str, Any], ctx: TensorContext)
         start, stop = band_bounds(n, d, g)
         if stop <= start:
             out.append((math.inf, math.inf))
-        elif params["scope"] != "model" and (low is not None or high is not None):
+        elif params["tie_break"] == "mergekit" and params["scope"] != "model" and (low is not None or high is not None):
             magnitudes = magnitudes or magnitudes_at(inputs)(slice(0, n))
             out.append(exact_band(magnitudes[t], low, high, start, stop))
         else:
@@ -97,9 +98,9 @@ def breadcrumbs(inputs: MergeInputs, params: dict[str, Any], ctx: TensorContext)
       fraction kept, so the bottom ``1 − density − gamma`` are removed (the paper's γ); when
       ``density + gamma > 1`` fewer outliers are removed so that ``density`` is kept (mergekit's rule);
     - the cut points are exact order statistics of |τ_t| per tensor (the paper masks per layer), or per
-      model over the whole model with ``scope='model'``; per tensor, exactly ``floor(density·n)``
-      entries are kept, equal magnitudes at a cut being split as mergekit's sort splits them (whole-model
-      scope keeps all ties at the bottom cut and removes all at the top cut);
+      model over the whole model with ``scope='model'``; equal magnitudes at a cut are all kept at the
+      bottom cut and all removed at the top one, or, with ``tie_break='mergekit'`` (per tensor), split as
+      mergekit's sort splits them so that exactly ``floor(density·n)`` entries are kept;
     - ``normalize`` divides by Σ w_t; ``rescale='l1'`` restores each task vector's L1 norm (both off by
       default, as in mergekit); ``lambda`` scales the sum (the paper's α).
     """
@@ -135,6 +136,7 @@ def _params(normalize_help: str) -> tuple:
         normalize(False, normalize_help),
         rescale("none", ("none", "l1")),
         SCOPE,
+        TIE_BREAK,
     )
 
 

@@ -5,13 +5,17 @@ from __future__ import annotations
 from engine.methods.base import Param
 from engine.methods.linear import WEIGHT
 
-__all__ = ["WEIGHT", "LAMBDA", "SCOPE", "SEED", "density", "normalize", "rescale"]
+__all__ = ["WEIGHT", "LAMBDA", "SCOPE", "SEED", "TIE_BREAK", "density", "normalize", "rescale"]
 
 LAMBDA = Param("lambda", "float", 1.0, "global scaling of the merged task vector", min=-5.0, max=5.0,
                layerwise=True, typical=(0.0, 2.0))
 SCOPE = Param("scope", "choice", "tensor",
               "where thresholds are computed: each tensor on its own, or the whole model (extra stats pass)",
               choices=("tensor", "model"))
+TIE_BREAK = Param("tie_break", "choice", "keep_all",
+                  "equal magnitudes at a trim cut: keep them all (fast), or keep exactly the count, split as "
+                  "mergekit's sort splits them (a full sort per tensor; set by mergekit import)",
+                  choices=("keep_all", "mergekit"))
 SEED = Param("seed", "int", 0, "random seed: the same seed gives the same merge on every device",
              min=0, max=2**63 - 1)
 

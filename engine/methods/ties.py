@@ -13,7 +13,7 @@ import torch
 
 from engine.methods.base import MergeInputs, MethodSpec, ModelStatistic, TensorContext
 from engine.methods.gta import check_scope, gta_merge, magnitudes_at
-from engine.methods.params import LAMBDA, SCOPE, WEIGHT, density, normalize
+from engine.methods.params import LAMBDA, SCOPE, TIE_BREAK, WEIGHT, density, normalize
 from engine.methods.registry import register
 from engine.methods.sparsify import keep_count, sorted_window_mask
 from engine.methods.statistics import ExactRanks
@@ -38,10 +38,11 @@ def trim_thresholds(inputs: MergeInputs, params: dict[str, Any], ctx: TensorCont
 
 
 def trim_keepers(inputs: MergeInputs, params: dict[str, Any], ctx: TensorContext) -> list[Any]:
-    """``trim_thresholds``, except that per tensor a model whose magnitudes tie at its threshold (more than
-    k entries ≥ it) gets the exact mask of its k largest, split as mergekit's argsort splits the tie."""
+    """``trim_thresholds``; with ``tie_break='mergekit'``, per tensor, a model whose magnitudes tie at its
+    threshold (more than k entries ≥ it) gets the exact mask of its k largest, split as mergekit's argsort
+    splits the tie."""
     thresholds = trim_thresholds(inputs, params, ctx)
-    if params["scope"] == "model":
+    if params["scope"] == "model" or params["tie_break"] != "mergekit":
         return thresholds
     n = inputs.base.numel()
     magnitudes: list[torch.Tensor] = []
@@ -76,8 +77,9 @@ def ties(inputs: MergeInputs, params: dict[str, Any], ctx: TensorContext) -> tor
     - trimming keeps the ``k = max(1, floor(density·n))`` largest magnitudes of each task vector (mergekit's
       count) as a threshold ``|τ| ≥ k-th largest``, per tensor by default, or against one threshold per
       model over the whole model with ``scope='model'`` — what the authors' code does (it trims the
-      flattened model vector); per tensor, magnitudes tied at the threshold are split as mergekit's
-      argsort splits them so that exactly k are kept (``trim_keepers``); whole-model scope keeps ties;
+      flattened model vector); magnitudes tied with the threshold are all kept, or, with
+      ``tie_break='mergekit'`` (per tensor; what mergekit import sets), split as mergekit's argsort splits
+      them so that exactly k are kept (``trim_keepers``: costs a sort where ties straddle the cut);
     - per-model ``weight``s multiply the trimmed vectors before the sign election and weight the mean
       (mergekit's generalisation; with all weights 1 it is the paper's disjoint mean);
     - the sign election's tie at exactly 0 goes to + (mergekit), see ``engine.methods.gta.combine``;
@@ -110,6 +112,7 @@ register(MethodSpec(
         LAMBDA,
         normalize(True, "divide by the summed weights of the agreeing models (disjoint mean); off = disjoint sum"),
         SCOPE,
+        TIE_BREAK,
     ),
     merge=ties,
     needs_base=True,
