@@ -26,10 +26,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.synthetic import make_models  # noqa: E402
 
 MERGEKIT_NAMES = {"task_arithmetic": "task_arithmetic", "ties": "ties", "linear": "linear", "dare_linear": "dare_linear",
-                  "dare_ties": "dare_ties", "breadcrumbs": "breadcrumbs"}
+                  "dare_ties": "dare_ties", "breadcrumbs": "breadcrumbs", "model_stock": "model_stock"}
 PARAMS = {"task_arithmetic": {"lambda": 1.0}, "ties": {"density": 0.5, "lambda": 1.0}, "linear": {},
           "dare_linear": {"density": 0.5, "lambda": 1.0}, "dare_ties": {"density": 0.5, "lambda": 1.0},
-          "breadcrumbs": {"density": 0.9, "gamma": 0.01, "lambda": 1.0}}
+          "breadcrumbs": {"density": 0.9, "gamma": 0.01, "lambda": 1.0}, "model_stock": {}}
 
 
 def sample_memory(pid: int, peaks: dict[str, int], stop: threading.Event) -> None:

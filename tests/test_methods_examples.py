@@ -247,3 +247,18 @@ def test_ties_keeps_all_tied_magnitudes_or_exactly_k_the_mergekit_way():
     exact = merge_one("ties", torch.zeros(5), [tau], {"density": 0.4, "tie_break": "mergekit"})
     assert int((exact != 0).sum()) == 2 and exact[0] == 3
     assert torch.equal(merge_one("ties", torch.zeros(5), [tau], {"density": 0.4}), torch.tensor([3.0, 1, -1, 1, 0]))
+
+
+@pytest.mark.parametrize("filter_wise", [False, True])
+def test_model_stock_in_chunks_equals_the_direct_formula(filter_wise):
+    g = torch.Generator().manual_seed(8)
+    base = torch.randn(600, 1024, generator=g)  # several chunks of whole rows
+    models = [base + 0.1 * torch.randn(base.shape, generator=g) + 0.05 * k for k in range(3)]
+    deltas = [m - base for m in models]
+    vecs = deltas if filter_wise else [d.reshape(1, -1) for d in deltas]
+    cos = torch.stack([torch.nn.functional.cosine_similarity(vecs[i], vecs[j], dim=-1)
+                       for i in range(3) for j in range(i + 1, 3)]).mean(dim=0).unsqueeze(-1)
+    t = 3 * cos / (1 + 2 * cos)
+    expected = (base.reshape(len(cos), -1) + t * torch.stack(deltas).mean(dim=0).reshape(len(cos), -1)).reshape(base.shape)
+    out = merge_one("model_stock", base, models, {"filter_wise": filter_wise})
+    assert torch.allclose(out, expected, atol=1e-5)

@@ -12,6 +12,15 @@ import torch
 
 from engine.methods.base import MergeInputs, MethodSpec, Param, TensorContext
 from engine.methods.registry import register
+from engine.methods.streaming import CHUNK, chunk_slices
+
+
+def _row_aligned_chunks(rows: int, cols: int, device: torch.device) -> list[slice]:
+    """Flat slices of a (rows, cols) tensor that hold whole rows (or parts of the one row when rows == 1)."""
+    if rows == 1:
+        return chunk_slices(cols, device)
+    step = max(1, CHUNK // max(cols, 1)) if device.type == "cpu" else rows
+    return [slice(r * cols, min(r + step, rows) * cols) for r in range(0, rows, step)]
 
 
 def model_stock(inputs: MergeInputs, params: dict[str, Any], ctx: TensorContext) -> torch.Tensor:
@@ -25,22 +34,33 @@ def model_stock(inputs: MergeInputs, params: dict[str, Any], ctx: TensorContext)
     - each cosine divides by ``max(‖τ_a‖·‖τ_b‖, 1e-6)`` and is clamped to [−1, 1];
     - where ``1 + (N − 1)·cosθ`` is within 1e-6 of 0 (no finite estimate) the base is kept (t = 0);
     - a 1-D tensor with ``filter_wise`` is one row.
+
+    Memory: the task vectors are formed chunk by chunk (the dot products accumulated in float64), so
+    beyond the inputs the method holds one output tensor, not N task vectors and their stack.
     """
     base = inputs.base
-    if params["filter_wise"]:
-        vecs = [d if d.dim() >= 2 else d.reshape(1, -1) for d in inputs.deltas]
-    else:
-        vecs = [d.reshape(-1) for d in inputs.deltas]
-    norms = [torch.linalg.vector_norm(v, dim=-1) for v in vecs]
-    cosines = [((vecs[i] * vecs[j]).sum(dim=-1) / (norms[i] * norms[j]).clamp(min=1e-6)).clamp(-1, 1)
-               for i in range(len(vecs)) for j in range(i + 1, len(vecs))]
-    cos = torch.stack(cosines).mean(dim=0).unsqueeze(-1)
-    n = len(vecs)
+    cols = base.shape[-1] if params["filter_wise"] and base.dim() >= 2 else max(base.numel(), 1)
+    rows = base.numel() // cols if base.numel() else 0
+    n = len(inputs)
+    dots = torch.zeros(n, n, max(rows, 1), dtype=torch.float64, device=base.device)
+    total = torch.zeros(base.numel(), dtype=base.dtype, device=base.device)
+    for sl in _row_aligned_chunks(rows, cols, base.device) if rows else []:
+        deltas = [d.reshape(-1, cols) if rows > 1 else d.reshape(1, -1) for d in inputs.fresh_deltas(sl)]
+        first = sl.start // cols if rows > 1 else 0
+        last = first + deltas[0].shape[0]
+        for i in range(n):
+            total[sl].add_(deltas[i].reshape(-1))
+            for j in range(i, n):
+                dots[i, j, first:last] += (deltas[i] * deltas[j]).sum(dim=-1, dtype=torch.float64)
+    norms = dots.diagonal().T.sqrt()  # [n, rows]
+    cosines = [(dots[i, j] / (norms[i] * norms[j]).clamp(min=1e-6)).clamp(-1, 1)
+               for i in range(n) for j in range(i + 1, n)]
+    cos = torch.stack(cosines).mean(dim=0)
     denom = 1 + (n - 1) * cos
     singular = denom.abs() < 1e-6
     t = torch.where(singular, torch.zeros_like(cos), n * cos / torch.where(singular, torch.ones_like(denom), denom))
-    mean = torch.stack(inputs.models).mean(dim=0)
-    return (t * mean + (1 - t) * base).reshape(base.shape)
+    scale = (t / n).to(base.dtype).unsqueeze(-1)
+    return total.view(-1, cols).mul_(scale).reshape(base.shape).add_(base) if rows else base.clone()
 
 
 register(MethodSpec(
