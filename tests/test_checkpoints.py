@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 from safetensors import safe_open
 from safetensors.torch import save_file
 
@@ -76,17 +77,20 @@ def test_writer_casts_and_keeps_metadata(tmp_path: Path):
         assert torch.equal(h.get_tensor("w"), t.to(torch.bfloat16))
 
 
-def test_writer_refuses_existing_output_unless_forced(tmp_path: Path):
+def test_writer_refuses_existing_output_unless_forced_and_ours(tmp_path: Path):
     (tmp_path / "o").mkdir()
     (tmp_path / "o" / "keep.txt").write_text("precious")
     with pytest.raises(EngineInputError, match="already exists"):
         CheckpointWriter(tmp_path / "o", [("w", (1,), torch.float32)])
+    with pytest.raises(EngineInputError, match="did not write"):  # --force never replaces a folder we did not write
+        CheckpointWriter(tmp_path / "o", [("w", (1,), torch.float32)], force=True)
     assert (tmp_path / "o" / "keep.txt").read_text() == "precious"
-    with CheckpointWriter(tmp_path / "o", [("w", (1,), torch.float32)], force=True) as w:
-        w.write("w", torch.ones(1))
-        w.commit()
-    assert not (tmp_path / "o" / "keep.txt").exists()
-    assert [p.name for p in tmp_path.iterdir()] == ["o"]
+    for value in (1.0, 2.0):  # our own output: replaced by a forced write
+        with CheckpointWriter(tmp_path / "p", [("w", (1,), torch.float32)], force=True) as w:
+            w.write("w", torch.full((1,), value))
+            w.commit()
+    assert load_file(str(tmp_path / "p" / "model.safetensors"))["w"].item() == 2.0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o", "p"]
 
 
 def test_parse_size():

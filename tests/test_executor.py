@@ -45,7 +45,8 @@ def test_saved_model_carries_recipe_config_and_card(tmp_path: Path, tiny_models)
     recipe.nodes["save"].params["copy_files_from"] = "base"
     run_recipe(recipe)
     out = tmp_path / "out"
-    assert {p.name for p in out.iterdir()} == {"model.safetensors", "config.json", "tokenizer.json", "README.md"}
+    assert {p.name for p in out.iterdir()} == {"model.safetensors", "config.json", "tokenizer.json", "README.md",
+                                              ".weightsmith-output.json"}  # the marker: a folder --force may replace
     with safe_open(str(out / "model.safetensors"), "pt") as h:
         meta = h.metadata()
         assert h.get_tensor("model.norm.weight").dtype == torch.bfloat16

@@ -6,8 +6,10 @@ shard's header up front (the format's documented layout: an 8-byte little-endian
 JSON header padded with spaces to a multiple of 8, then the raw little-endian tensor bytes) and writes
 each tensor at its offset as it arrives. Files are read back with the safetensors library in tests.
 
-Everything goes into a hidden temporary sibling folder that is renamed onto the output at ``commit``;
-an exception, a full disk or a cancel calls ``abort``, which removes it, so no partial output is left.
+Everything goes into a hidden temporary sibling folder that is renamed onto the output at ``commit``
+(``engine.checkpoints.publish``: never onto a folder that appeared meanwhile, and with ``force`` only onto
+one of our outputs, through a journalled swap); an exception, a full disk or a cancel calls ``abort``,
+which removes it, so no partial output is left. A value that overflows fp16 fails the commit by name.
 """
 
 from __future__ import annotations
@@ -16,13 +18,13 @@ import json
 import os
 import re
 import shutil
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import torch
 
+from engine.checkpoints.publish import check_replaceable, make_temporary, publish, release, tidy
 from engine.errors import CheckpointError, EngineInputError
 
 _ST_DTYPES = {
@@ -65,25 +67,33 @@ class CheckpointWriter:
     """
 
     def __init__(self, out_dir: str | Path, plan: Sequence[tuple[str, tuple[int, ...], torch.dtype]], *,
-                 shard_size: int | str = "5GB", metadata: dict[str, str] | None = None, force: bool = False):
+                 shard_size: int | str = "5GB", metadata: dict[str, str] | None = None, force: bool = False,
+                 protected: Sequence[Path] = ()):
         self.out_dir = Path(out_dir).expanduser().resolve()
         if self.out_dir.exists() and not force:
             raise EngineInputError("the output folder already exists; choose another or allow overwriting (--force)",
                                    path=str(self.out_dir))
+        if force:
+            check_replaceable(self.out_dir, protected)
         self.force = force
+        self.protected = list(protected)
+        self.notes: list[str] = []  # what tidying the output's folder did (interrupted swaps, crash leftovers)
+        self.overflowed: list[str] = []  # tensors whose finite values became inf in the output dtype
         self.metadata = {k: str(v) for k, v in (metadata or {}).items()}
         self._plan, self._shard_sizes = self._layout(plan, parse_size(shard_size))
         n = len(self._shard_sizes)
         self.shard_names = ["model.safetensors"] if n == 1 else [
             f"model-{i + 1:05d}-of-{n:05d}.safetensors" for i in range(n)]
-        self.tmp_dir = self.out_dir.parent / f".{self.out_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
         self._written: set[str] = set()
         self._buffers: dict[torch.dtype, torch.Tensor] = {}
         self._files: list = []
         self._data_start: list[int] = []
+        self._lock: int | None = None
+        self.tmp_dir = self.out_dir.parent / f".{self.out_dir.name}.tmp-unmade"
         try:
             self.out_dir.parent.mkdir(parents=True, exist_ok=True)
-            self.tmp_dir.mkdir()
+            self.notes = tidy(self.out_dir.parent)
+            self.tmp_dir, self._lock = make_temporary(self.out_dir)
             for i in range(n):
                 self._open_shard(i)
         except OSError as exc:
@@ -130,6 +140,8 @@ class CheckpointWriter:
             raise CheckpointError(f"tensor '{name}' has shape {list(tensor.shape)}, planned {list(slot.shape)}",
                                   path=str(self.out_dir), tensor=name)
         src = tensor.detach()
+        if slot.dtype == torch.float16 and src.dtype != torch.float16 and src.is_floating_point():
+            self._check_overflow(name, src)
         if src.device.type != "cpu":
             src = src.to(slot.dtype).cpu()
         src = src.contiguous().reshape(-1)
@@ -148,6 +160,11 @@ class CheckpointWriter:
             raise CheckpointError(f"writing tensor '{name}' failed ({exc.strerror or exc})",
                                   path=str(self.tmp_dir / self.shard_names[slot.shard]), tensor=name) from exc
         self._written.add(name)
+
+    def _check_overflow(self, name: str, src: torch.Tensor) -> None:
+        """Record ``name`` when a finite value would round to ±inf in fp16 (|x| ≥ 65520)."""
+        if bool((src.abs() >= 65520.0).logical_and_(torch.isfinite(src)).any()):
+            self.overflowed.append(name)
 
     def _cast_buffer(self, dtype: torch.dtype) -> torch.Tensor:
         if dtype not in self._buffers:
@@ -169,6 +186,14 @@ class CheckpointWriter:
             self.abort()
             raise CheckpointError(f"{len(missing)} planned tensor(s) were never written, e.g. '{missing[0]}'",
                                   path=str(self.out_dir), tensor=missing[0])
+        if self.overflowed:
+            self.abort()
+            shown = ", ".join(f"'{n}'" for n in self.overflowed[:5])
+            more = f" and {len(self.overflowed) - 5} more" if len(self.overflowed) > 5 else ""
+            raise EngineInputError(f"{len(self.overflowed)} tensor(s) overflow fp16 (values beyond ±65504 would be "
+                                   f"saved as inf): {shown}{more}; save as bf16 or fp32 (--dtype bf16 / fp32) or "
+                                   "lower the coefficients; nothing was written", path=str(self.out_dir),
+                                   tensor=self.overflowed[0])
         try:
             for f in self._files:
                 f.flush()
@@ -179,16 +204,15 @@ class CheckpointWriter:
                 index = {"metadata": {"total_size": total},
                          "weight_map": {t.name: self.shard_names[t.shard] for t in self._plan.values()}}
                 self.add_text("model.safetensors.index.json", json.dumps(index, indent=2))
-            old = None
-            if self.out_dir.exists():
-                old = self.out_dir.parent / f".{self.out_dir.name}.old-{uuid.uuid4().hex[:8]}"
-                self.out_dir.rename(old)
-            self.tmp_dir.rename(self.out_dir)
-            if old is not None:
-                shutil.rmtree(old, ignore_errors=True)
+            publish(self.tmp_dir, self.out_dir, force=self.force, protected=self.protected)
         except OSError as exc:
             self.abort()
             raise CheckpointError(f"finishing the output failed ({exc.strerror or exc})", path=str(self.out_dir)) from exc
+        except EngineInputError:
+            self.abort()
+            raise
+        release(self._lock)
+        self._lock = None
         return self.out_dir
 
     def abort(self) -> None:
@@ -199,7 +223,10 @@ class CheckpointWriter:
             except OSError:
                 pass
         self._files = []
-        shutil.rmtree(self.tmp_dir, ignore_errors=True)
+        if self.tmp_dir.name.startswith(f".{self.out_dir.name}.tmp-"):
+            shutil.rmtree(self.tmp_dir, ignore_errors=True)
+        release(self._lock)
+        self._lock = None
 
     def __enter__(self) -> "CheckpointWriter":
         return self

@@ -428,8 +428,11 @@ class GraphRun:
         metadata = {"format": "pt", "weightsmith_version": engine.__version__,
                     "weightsmith_recipe": json.dumps(self.recipe.to_json(), separators=(",", ":")),
                     "weightsmith_output": save_id}
+        protected = [c.path for c in self.checkpoints.values()] + ([self.recipe.base_dir] if self.recipe.base_dir else [])
         writer = CheckpointWriter(self.recipe.resolve_path(params["path"]), plan,
-                                  shard_size=params.get("shard_size", "5GB"), metadata=metadata, force=force)
+                                  shard_size=params.get("shard_size", "5GB"), metadata=metadata, force=force,
+                                  protected=protected)
+        self.result.warnings.extend(writer.notes)
         try:
             source = params.get("copy_files_from") or reference_checkpoint(
                 self.recipe, self.recipe.inputs(save_id, "model")[0], self.checkpoints)

@@ -1,0 +1,161 @@
+"""Nothing lost on disk: --force replaces only our outputs, commits re-check, swaps recover, crashes leave no junk,
+fp16 overflow is refused by name."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from engine.checkpoints import CheckpointWriter
+from engine.checkpoints.publish import LOCK, tidy
+from engine.cli import main
+from engine.errors import EngineInputError
+
+PLAN = [("w", (2,), torch.float32)]
+
+
+def _write(out: Path, value: float, **kwargs) -> Path:
+    with CheckpointWriter(out, PLAN, **kwargs) as w:
+        w.write("w", torch.full((2,), value))
+        return w.commit()
+
+
+def _merge_args(tiny_models, out: Path) -> list[str]:
+    return ["merge", "--method", "linear", "--model", str(tiny_models["e1"]), "--model", str(tiny_models["e2"]),
+            "--out", str(out), "--force"]
+
+
+@pytest.mark.parametrize("where", ["inputs_folder", "parent_of_inputs", "home"])
+def test_force_never_replaces_a_folder_holding_inputs_or_home(where, tmp_path, tiny_models, monkeypatch, capsys):
+    (tmp_path / "notes.txt").write_text("mine")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "home").mkdir()
+    (tmp_path / "home" / "diary.txt").write_text("mine too")
+    out = {"inputs_folder": tmp_path, "parent_of_inputs": tmp_path.parent, "home": tmp_path / "home"}[where]
+    assert main(_merge_args(tiny_models, out)) == 2
+    err = capsys.readouterr().err
+    assert "refusing to replace" in err and "Traceback" not in err
+    assert (tmp_path / "notes.txt").read_text() == "mine" and (tmp_path / "home" / "diary.txt").exists()
+    assert tiny_models["e1"].exists()
+
+
+def test_force_refuses_a_folder_holding_the_recipe(tmp_path, tiny_models, capsys):
+    from engine.graph.build import simple_merge_recipe
+
+    project = tmp_path / "project"
+    project.mkdir()
+    recipe = simple_merge_recipe("linear", [tiny_models["e1"], tiny_models["e2"]], out=".")
+    recipe.save(project / "recipe.json")
+    assert main(["run", str(project / "recipe.json"), "--force"]) == 2
+    assert "refusing to replace" in capsys.readouterr().err
+    assert (project / "recipe.json").is_file()
+
+
+def test_a_folder_created_at_the_output_during_the_merge_is_never_replaced(tmp_path):
+    out = tmp_path / "o"
+    with CheckpointWriter(out, PLAN) as w:
+        w.write("w", torch.ones(2))
+        out.mkdir()  # someone else creates the folder while the merge runs
+        (out / "theirs.txt").write_text("not ours")
+        with pytest.raises(EngineInputError, match="created by something else") as info:
+            w.commit()
+    assert [p.name for p in out.iterdir()] == ["theirs.txt"]
+    kept = Path(str(info.value).split("kept at '")[1].split("'")[0])
+    assert load_file(str(kept / "model.safetensors"))["w"].tolist() == [1.0, 1.0]
+
+
+def test_two_merges_to_one_new_path_do_not_silently_replace_each_other(tmp_path):
+    out = tmp_path / "o"
+    first = CheckpointWriter(out, PLAN)
+    second = CheckpointWriter(out, PLAN)  # both started while the path was free
+    first.write("w", torch.ones(2))
+    second.write("w", torch.zeros(2))
+    first.commit()
+    with pytest.raises(EngineInputError, match="created by something else"):
+        second.commit()
+    assert load_file(str(out / "model.safetensors"))["w"].tolist() == [1.0, 1.0]
+
+
+def _interrupted_swap(tmp_path: Path, *, new_ready: bool) -> Path:
+    """The state a kill leaves between the forced swap's renames (journal written, old moved aside)."""
+    out = _write(tmp_path / "o", 1.0)
+    new = _write(tmp_path / "n", 2.0)
+    os.rename(out, tmp_path / ".o.old-dead")
+    if new_ready:
+        os.rename(new, tmp_path / ".o.tmp-dead")
+        (tmp_path / ".o.tmp-dead" / LOCK).write_text("12345\n")  # a lock nobody holds any more
+    journal = {"target": "o", "new": ".o.tmp-dead", "old": ".o.old-dead"}
+    (tmp_path / ".o.swap.json").write_text(json.dumps(journal))
+    return out
+
+
+@pytest.mark.parametrize("new_ready, value", [(True, 2.0), (False, 1.0)])
+def test_an_interrupted_forced_swap_is_finished_or_rolled_back_by_the_next_writer(tmp_path, new_ready, value):
+    out = _interrupted_swap(tmp_path, new_ready=new_ready)
+    assert not out.exists()
+    writer = CheckpointWriter(tmp_path / "other", PLAN)
+    writer.abort()
+    assert writer.notes and ("finished replacing" in writer.notes[0] or "restored" in writer.notes[0])
+    assert load_file(str(out / "model.safetensors"))["w"].tolist() == [value, value]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+_HOLD = """
+import sys, time, torch
+from engine.checkpoints import CheckpointWriter
+w = CheckpointWriter(sys.argv[1], [("w", (1 << 20,), torch.float32)])
+w.write("w", torch.ones(1 << 20))
+print("writing", flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_killed_merge_leaves_a_temporary_that_the_next_writer_removes(tmp_path):
+    out = tmp_path / "o"
+    child = subprocess.Popen([sys.executable, "-c", _HOLD, str(out)], stdout=subprocess.PIPE, text=True,
+                             cwd=Path(__file__).resolve().parents[1])
+    try:
+        assert child.stdout.readline().strip() == "writing"
+        temporaries = [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
+        assert len(temporaries) == 1
+        assert tidy(tmp_path) == [] and temporaries[0].exists()  # the owner is alive: left alone
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    notes = tidy(tmp_path)
+    assert notes and "did not finish" in notes[0]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_fp16_overflow_is_refused_by_tensor_and_nothing_is_written(tmp_path):
+    out = tmp_path / "o"
+    plan = [("big", (3,), torch.float16), ("fine", (3,), torch.float16)]
+    with CheckpointWriter(out, plan) as w:
+        w.write("big", torch.tensor([1.0, 70000.0, -2.0]))
+        w.write("fine", torch.tensor([1.0, 65000.0, -2.0]))
+        with pytest.raises(EngineInputError, match=r"overflow fp16.*'big'.*bf16"):
+            w.commit()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_task_arithmetic_overflowing_fp16_exits_2_and_bf16_works(tmp_path, capsys):
+    base = {"layer.weight": torch.full((4, 4), 60000.0, dtype=torch.float16)}
+    tuned = {"layer.weight": torch.full((4, 4), 64000.0, dtype=torch.float16)}
+    save_file(base, str(tmp_path / "base.safetensors"))
+    save_file(tuned, str(tmp_path / "tuned.safetensors"))
+    args = ["merge", "--method", "task_arithmetic", "--base", str(tmp_path / "base.safetensors"),
+            "--model", str(tmp_path / "tuned.safetensors"), "--param", "lambda=2"]
+    assert main(args + ["--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "'layer.weight'" in err and "overflow" in err and not (tmp_path / "o").exists()
+    assert main(args + ["--out", str(tmp_path / "b"), "--dtype", "bf16"]) == 0
+    assert load_file(str(tmp_path / "b" / "model.safetensors"))["layer.weight"].float().min() > 65000
