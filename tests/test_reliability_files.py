@@ -159,3 +159,54 @@ def test_cli_task_arithmetic_overflowing_fp16_exits_2_and_bf16_works(tmp_path, c
     assert "'layer.weight'" in err and "overflow" in err and not (tmp_path / "o").exists()
     assert main(args + ["--out", str(tmp_path / "b"), "--dtype", "bf16"]) == 0
     assert load_file(str(tmp_path / "b" / "model.safetensors"))["layer.weight"].float().min() > 65000
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("case", ["fifo_file", "fifo_in_folder", "dev_null", "long_path"])
+def test_inspect_refuses_fifos_devices_and_absurd_paths_without_hanging(case, tmp_path, capsys):
+    if case == "fifo_file":
+        target = tmp_path / "m.safetensors"
+        os.mkfifo(target)
+    elif case == "fifo_in_folder":
+        target = tmp_path / "model"
+        target.mkdir()
+        (target / "config.json").write_text("{}")
+        os.mkfifo(target / "model.safetensors")
+    elif case == "dev_null":
+        target = Path("/dev/null")
+    else:
+        target = tmp_path / ("x" * 5000)
+    assert main(["inspect", str(target)]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert ("regular file" in err) or ("cannot access" in err and len(err) < 1000)
+
+
+@pytest.mark.parametrize("dtype", [torch.float8_e4m3fn, torch.float8_e5m2])
+def test_fp8_checkpoints_merge_upcast_and_save_as_bf16(dtype, tmp_path):
+    base = {"w": torch.tensor([1.0, 2.0, -4.0, 0.5]).to(dtype)}
+    tuned = {"w": torch.tensor([2.0, 2.0, -2.0, 1.0]).to(dtype)}
+    save_file(base, str(tmp_path / "base.safetensors"))
+    save_file(tuned, str(tmp_path / "tuned.safetensors"))
+    assert main(["merge", "--method", "task_arithmetic", "--base", str(tmp_path / "base.safetensors"),
+                 "--model", str(tmp_path / "tuned.safetensors"), "--param", "lambda=0.5",
+                 "--out", str(tmp_path / "o")]) == 0
+    out = load_file(str(tmp_path / "o" / "model.safetensors"))["w"]
+    assert out.dtype == torch.bfloat16 and out.float().tolist() == [1.5, 2.0, -3.0, 0.75]
+
+
+def test_fp8_with_scale_tensors_is_refused_by_name(tmp_path, capsys):
+    sd = {"w": torch.ones(4).to(torch.float8_e4m3fn), "w_scale_inv": torch.ones(1)}
+    save_file(sd, str(tmp_path / "q.safetensors"))
+    assert main(["merge", "--method", "linear", "--model", str(tmp_path / "q.safetensors"),
+                 "--model", str(tmp_path / "q.safetensors"), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "'w_scale_inv'" in err and "dequantise" in err and not (tmp_path / "o").exists()
+
+
+def test_zero_stride_pt_tensor_is_refused_by_logical_size_before_allocating(tmp_path, capsys):
+    huge = torch.zeros(1).expand(1 << 40)  # 4.4 TB of float32 claimed by one stored element
+    torch.save({"w": huge, "ok": torch.ones(2)}, str(tmp_path / "bomb.pt"))
+    assert main(["inspect", str(tmp_path / "bomb.pt")]) == 2
+    err = capsys.readouterr().err
+    assert "'w'" in err and "refusing to allocate" in err

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import stat
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +16,18 @@ from engine.checkpoints.layers import layer_index, num_layers
 from engine.errors import CheckpointError
 from engine.runtime.dtypes import dtype_name
 
+
+
+def require_regular_file(path: Path) -> None:
+    """Refuse, before any read, a path that is not a regular file: a FIFO or device would block or never end."""
+    try:
+        mode = Path(path).stat().st_mode
+    except FileNotFoundError:
+        raise CheckpointError("file not found", path=str(path)) from None
+    except OSError as exc:
+        raise CheckpointError(f"cannot access ({exc.strerror or exc})", path=str(path)[:300]) from None
+    if not stat.S_ISREG(mode):
+        raise CheckpointError("not a regular file (a FIFO, device or socket); nothing was read", path=str(path))
 
 @dataclass(frozen=True)
 class TensorInfo:

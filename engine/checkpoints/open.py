@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import stat
 from pathlib import Path
 
 from engine.checkpoints.base import Checkpoint
@@ -21,8 +22,14 @@ def open_checkpoint(path: str | Path) -> Checkpoint:
     PEFT LoRA adapter folder, a single ``.safetensors`` file, or a ``.bin/.pt/.pth/.ckpt`` file.
     """
     p = Path(path).expanduser()
-    if not p.exists():
-        raise CheckpointError("no such file or folder", path=str(p))
+    try:
+        kind = p.stat().st_mode
+    except FileNotFoundError:
+        raise CheckpointError("no such file or folder", path=str(p)) from None
+    except OSError as exc:
+        raise CheckpointError(f"cannot access ({exc.strerror or exc})", path=_short(p)) from None
+    if not (stat.S_ISREG(kind) or stat.S_ISDIR(kind)):
+        raise CheckpointError("not a regular file or folder (a FIFO, device or socket); nothing was read", path=str(p))
     if p.is_file():
         if p.suffix == ".safetensors":
             return SafetensorsCheckpoint(p)
@@ -39,11 +46,14 @@ def open_checkpoint(path: str | Path) -> Checkpoint:
     if (p / "model.safetensors").is_file():
         return SafetensorsCheckpoint(p / "model.safetensors")
     st_files = sorted(p.glob("*.safetensors"))
+    irregular = [f for f in st_files if not f.is_file()]
+    if irregular:
+        raise CheckpointError("not a regular file (a FIFO, device or socket); nothing was read", path=str(irregular[0]))
     if st_files:
         return SafetensorsCheckpoint(p, files=st_files)
     if (p / "pytorch_model.bin.index.json").is_file():
         return TorchCheckpoint(p, weight_map=read_index(p / "pytorch_model.bin.index.json"))
-    torch_files = sorted(f for f in p.iterdir() if f.suffix in TORCH_SUFFIXES)
+    torch_files = sorted(f for f in p.iterdir() if f.suffix in TORCH_SUFFIXES and f.is_file())
     if len(torch_files) == 1:
         return TorchCheckpoint(torch_files[0])
     if torch_files:
@@ -51,3 +61,9 @@ def open_checkpoint(path: str | Path) -> Checkpoint:
                               path=str(p))
     raise CheckpointError("folder holds no model weights (*.safetensors, pytorch_model.bin, adapter_config.json)",
                           path=str(p))
+
+
+def _short(p: Path) -> str:
+    """A path for a message, shortened in the middle when it is absurdly long."""
+    text = str(p)
+    return text if len(text) <= 200 else f"{text[:100]}…{text[-60:]}"

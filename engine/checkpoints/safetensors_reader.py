@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
-from engine.checkpoints.base import Checkpoint, TensorInfo
+from engine.checkpoints.base import Checkpoint, TensorInfo, require_regular_file
 from engine.errors import CheckpointError
 
 _DTYPES = {
@@ -26,6 +26,7 @@ for _name, _attr in (("F8_E4M3", "float8_e4m3fn"), ("F8_E5M2", "float8_e5m2")):
 
 
 def _open(path: Path):
+    require_regular_file(path)
     try:
         return safe_open(str(path), framework="pt", device="cpu")
     except FileNotFoundError:
@@ -84,6 +85,7 @@ class SafetensorsCheckpoint(Checkpoint):
 
 def read_index(index_path: Path) -> dict[str, str]:
     """The ``weight_map`` of a Hugging Face ``*.index.json``, validated."""
+    require_regular_file(index_path)
     try:
         data = json.loads(index_path.read_text())
         weight_map = data["weight_map"]

@@ -13,12 +13,17 @@ from typing import Any
 
 import torch
 
-from engine.checkpoints.base import Checkpoint, TensorInfo
+from engine.checkpoints.base import Checkpoint, TensorInfo, require_regular_file
 from engine.errors import CheckpointError
 
 
 def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """Load a torch checkpoint safely and flatten it to ``{name: tensor}``."""
+    """Load a torch checkpoint safely and flatten it to ``{name: tensor}``.
+
+    A tensor whose logical size exceeds the bytes its storage holds (an expanded, zero-stride view that
+    would allocate its full size on first use) is refused by name before anything is allocated.
+    """
+    require_regular_file(path)
     try:
         try:
             obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
@@ -45,6 +50,11 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     _flatten(obj, "", flat)
     if not flat:
         raise CheckpointError("the file holds no tensors", path=str(path))
+    for name, t in flat.items():
+        logical, stored = t.numel() * t.element_size(), t.untyped_storage().nbytes()
+        if logical > stored:
+            raise CheckpointError(f"tensor '{name}' claims {logical:,} bytes but its file stores {stored:,} (an "
+                                  "expanded or broadcast view); refusing to allocate it", path=str(path), tensor=name)
     return flat
 
 

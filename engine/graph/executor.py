@@ -44,6 +44,21 @@ COPIED_FILES = (
 )
 
 
+FP8 = tuple(getattr(torch, n) for n in ("float8_e4m3fn", "float8_e5m2") if hasattr(torch, n))
+
+
+def refuse_scaled_fp8(ckpt: Checkpoint) -> None:
+    """fp8 weights are merged upcast (and saved as bf16 under dtype 'auto'); fp8 weights that come with
+    scale tensors are block-quantised, and merging their raw values would be wrong: refuse them by name."""
+    if not any(ckpt.info(n).dtype in FP8 for n in ckpt.names):
+        return
+    scales = [n for n in ckpt.names if n.endswith(("_scale_inv", ".weight_scale", "_scale"))]
+    if scales:
+        raise EngineInputError(f"fp8 weights with scale tensors (e.g. '{scales[0]}') are quantised; dequantise the "
+                               "checkpoint first (merging raw fp8 values would ignore their scales)",
+                               path=str(ckpt.path), tensor=scales[0])
+
+
 @dataclass
 class RunResult:
     """What a run produced: output folders by Save node id, warnings (NaN inputs…), timing and volume."""
@@ -68,6 +83,8 @@ class GraphRun:
         self.cancel = cancel or CancelToken()
         self.compute_dtype = compute_dtype
         self.checkpoints: dict[str, Checkpoint] = open_checkpoints(recipe)
+        for ckpt in self.checkpoints.values():
+            refuse_scaled_fp8(ckpt)
         self.kinds = output_kinds(recipe, self.checkpoints)
         self.order = topological_order(recipe)
         self.result = RunResult()
@@ -124,7 +141,8 @@ class GraphRun:
         if name not in ckpt:
             return None
         t = ckpt.get(name)
-        if t.is_floating_point() and t.numel() and not all(map(math.isfinite, (float(v) for v in torch.aminmax(t)))):
+        probe = t.float() if t.is_floating_point() and t.element_size() == 1 else t  # fp8 has no min/max kernels
+        if t.is_floating_point() and t.numel() and not all(map(math.isfinite, (float(v) for v in torch.aminmax(probe)))):
             msg = f"{ckpt.path}: tensor '{name}' contains NaN or Inf values"
             if msg not in self.result.warnings:  # statistic passes read a tensor more than once
                 log.warning(msg)
@@ -423,8 +441,8 @@ class GraphRun:
     def _writer(self, save_id: str, infos: list[TensorInfo], force: bool) -> CheckpointWriter:
         params = self.recipe.nodes[save_id].params
         out_dtype = parse_dtype(params.get("dtype", "auto"))
-        plan = [(i.name, i.shape, out_dtype if (out_dtype is not None and i.dtype.is_floating_point) else i.dtype)
-                for i in infos]
+        plan = [(i.name, i.shape, out_dtype if (out_dtype is not None and i.dtype.is_floating_point)
+                 else torch.bfloat16 if i.dtype in FP8 else i.dtype) for i in infos]
         metadata = {"format": "pt", "weightsmith_version": engine.__version__,
                     "weightsmith_recipe": json.dumps(self.recipe.to_json(), separators=(",", ":")),
                     "weightsmith_output": save_id}
