@@ -7,6 +7,7 @@ hooks, the theme and a splash, and only then the main window's modules, which lo
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
@@ -83,7 +84,10 @@ def main(argv: list[str] | None = None) -> int:
         taker.start()
         app.exec()
         return taker.exit_code
-    window.offer_recovery()
+    try:
+        window.offer_recovery()
+    except Exception:  # noqa: BLE001 - a broken autosave must never block a start
+        logging.getLogger(__name__).exception("crash recovery failed; starting without it")
     open_startup_project(window, project)
     return app.exec()
 

@@ -612,10 +612,10 @@ class MainWindow(QMainWindow):
             return False
         try:
             project = Project.load(path)
+            self.apply_project(project, path if path.suffix == SUFFIX else None)
         except EngineInputError as exc:
             self.show_error("Cannot open the project", str(exc))
             return False
-        self.apply_project(project, path if path.suffix == SUFFIX else None)
         self.settings.add_recent(path)
         log.info("Opened %s", path)
         return True
@@ -783,6 +783,9 @@ class MainWindow(QMainWindow):
     def offer_recovery(self) -> RecoveryBanner | None:
         """Show a banner when an earlier session left an autosave behind (it crashed)."""
         recoveries = self.autosave.recoveries()
+        for note in self.autosave.set_aside:
+            log.warning(note)
+            self.statusBar().showMessage(note, 15000)
         if not recoveries:
             return None
         newest, older = recoveries[0], recoveries[1:]
@@ -797,7 +800,10 @@ class MainWindow(QMainWindow):
     def _recover(self, banner: RecoveryBanner) -> None:
         r = banner.recovery
         origin = Path(r.origin) if r.origin else None
-        self.apply_project(r.project, origin, recovered=True)
+        try:
+            self.apply_project(r.project, origin, recovered=True)
+        except EngineInputError as exc:
+            self.show_error("Cannot recover the autosave", str(exc))
         self._dismiss_recovery(banner)
         self.statusBar().showMessage("Recovered the unsaved work; save it to keep it", 8000)
 

@@ -12,8 +12,11 @@ from a crash and is offered for recovery.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import copy
-import json
+import logging
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -23,12 +26,13 @@ from typing import Any
 from PySide6.QtCore import QLockFile
 
 from engine.errors import EngineInputError
-from engine.jsonfiles import read_json, write_json
+from engine.jsonfiles import expect, read_json, write_json
 from engine.graph.recipe import Recipe
 
 FORMAT = "weightsmith-project"
 VERSION = 1
 SUFFIX = ".wsproj"
+log = logging.getLogger(__name__)
 PATH_PARAMS = {"checkpoint": "path", "save": "path", "evaluate": "suite"}
 
 
@@ -43,6 +47,29 @@ def absolutize_paths(recipe_json: dict[str, Any], folder: Path) -> dict[str, Any
         if isinstance(path, str) and path and not Path(path).expanduser().is_absolute():
             params[key] = str((folder / path).resolve())
     return out
+
+
+def check_layout(layout: Any) -> dict[str, Any]:
+    """The ``layout`` object, its known fields type-checked (dock state as base64 text, graph zoom and centre)."""
+    expect(layout, dict, "'layout'")
+    if layout.get("docks") is not None:
+        try:
+            base64.b64decode(expect(layout["docks"], str, "'layout.docks'"), validate=True)
+        except binascii.Error as exc:
+            raise EngineInputError("'layout.docks' is not base64 text") from exc
+    graph = layout.get("graph")
+    if graph is not None:
+        expect(graph, dict, "'layout.graph'")
+        zoom = expect(graph.get("zoom", 1.0), float, "'layout.graph.zoom'")
+        if not math.isfinite(zoom) or zoom <= 0:
+            raise EngineInputError("'layout.graph.zoom' must be a positive number")
+        centre = expect(graph.get("centre", [0, 0]), list, "'layout.graph.centre'")
+        if len(centre) != 2:
+            raise EngineInputError("'layout.graph.centre' must hold two numbers")
+        for c in centre:
+            if not math.isfinite(expect(c, float, "'layout.graph.centre'")):
+                raise EngineInputError("'layout.graph.centre' must hold finite numbers")
+    return dict(layout)
 
 
 @dataclass
@@ -66,13 +93,18 @@ class Project:
         if not isinstance(version, int) or version > VERSION:
             raise EngineInputError(f"project version {version!r} is newer than this Weightsmith understands "
                                    f"({VERSION})")
-        recipe = absolutize_paths(data.get("recipe") or {}, folder)
+        recipe = expect(data.get("recipe") or {}, dict, "'recipe'")
         Recipe.from_json(recipe)  # raises a readable error for a malformed recipe
-        library = dict(data.get("library") or {})
-        library["paths"] = [str((folder / p).resolve()) for p in library.get("paths", [])]
-        if library.get("base"):
+        recipe = absolutize_paths(recipe, folder)
+        library = dict(expect(data.get("library") or {}, dict, "'library'"))
+        paths = expect(library.get("paths", []), list, "'library.paths'")
+        library["paths"] = [str((folder / expect(p, str, "each of 'library.paths'")).resolve()) for p in paths]
+        if expect(library.get("base"), (str, type(None)), "'library.base'"):
             library["base"] = str((folder / library["base"]).resolve())
-        return cls(recipe, dict(data.get("layout") or {}), library, list(data.get("results") or []))
+        results = expect(data.get("results") or [], list, "'results'")
+        for entry in results:
+            expect(entry, dict, "each entry of 'results'")
+        return cls(recipe, check_layout(data.get("layout") or {}), library, list(results))
 
     @classmethod
     def load(cls, path: str | Path) -> "Project":
@@ -116,6 +148,7 @@ class Autosave:
         self.file = folder / f"autosave-{os.getpid()}{SUFFIX}"
         self._lock = QLockFile(str(self.file.with_suffix(".lock")))
         self._lock.tryLock(0)
+        self.set_aside: list[str] = []  # unreadable autosaves renamed *.bad by ``recoveries``, in words
 
     def write(self, project: Project, origin: Path | None) -> None:
         data = project.to_json()
@@ -139,15 +172,29 @@ class Autosave:
                 continue  # another running Weightsmith owns it
             lock.unlock()
             try:
-                data = json.loads(f.read_text(encoding="utf-8"))
-                meta = data.get("autosave", {})
-                project = Project.from_json(data, Path(meta.get("origin") or f).parent)
-            except (OSError, ValueError, EngineInputError):
-                f.unlink(missing_ok=True)  # unreadable: nothing to recover
+                data = read_json(f, "autosave")
+                meta = expect(expect(data, dict, "the autosave").get("autosave", {}), dict, "'autosave'")
+                origin = expect(meta.get("origin"), (str, type(None)), "'autosave.origin'")
+                saved_at = expect(meta.get("saved_at", f.stat().st_mtime), float, "'autosave.saved_at'")
+                project = Project.from_json(data, Path(origin or f).parent)
+            except (OSError, EngineInputError) as exc:
+                self.set_aside.append(set_aside(f, exc))
                 continue
-            found.append(Recovery(f, float(meta.get("saved_at", f.stat().st_mtime)), meta.get("origin"), project))
+            found.append(Recovery(f, float(saved_at), origin, project))
         return sorted(found, key=lambda r: -r.saved_at)
 
     @staticmethod
     def forget(recovery: Recovery) -> None:
         recovery.file.unlink(missing_ok=True)
+
+
+def set_aside(path: Path, why: Exception) -> str:
+    """Rename an unreadable file to ``NAME.bad`` (replacing an older one) so it never blocks a start again;
+    returns what was done, for the user."""
+    bad = path.with_name(path.name + ".bad")
+    try:
+        path.replace(bad)
+    except OSError:
+        path.unlink(missing_ok=True)
+    log.warning("set aside unreadable %s as %s (%s)", path, bad.name, why)
+    return f"An unreadable autosave was set aside as {bad} ({why})"

@@ -10,10 +10,14 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import platformdirs
+
+from engine.errors import EngineInputError
+from engine.jsonfiles import read_json
 
 log = logging.getLogger(__name__)
 
@@ -67,21 +71,37 @@ class Settings:
 
     @classmethod
     def load(cls, paths: AppPaths) -> "Settings":
-        """Read the settings; a missing or unreadable file gives the defaults (and a log line)."""
+        """Read the settings field by field: a field of the wrong type or value gets its default, the rest
+        are kept; whenever something was dropped the file is copied beside as ``settings.json.bad``."""
         try:
-            data = json.loads(paths.settings_file.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return cls()
-        except (OSError, ValueError) as exc:
-            log.warning("ignoring unreadable settings %s (%s)", paths.settings_file, exc)
-            return cls()
-        known = {f.name for f in fields(cls)}
-        settings = cls(**{k: v for k, v in data.items() if k in known})
-        if settings.theme not in THEMES:
-            settings.theme = "dark"
-        if settings.save_dtype not in SAVE_DTYPES:
-            settings.save_dtype = "auto"
-        return settings
+            data = read_json(paths.settings_file, "settings")
+        except EngineInputError as exc:
+            if not paths.settings_file.exists():
+                return cls()
+            return cls._fallback(paths, str(exc), {})
+        if not isinstance(data, dict):
+            return cls._fallback(paths, f"holds {type(data).__name__}, not an object", {})
+        kept, problems = {}, []
+        for f in fields(cls):
+            if f.name not in data:
+                continue
+            value = data[f.name]
+            if _valid_setting(f.name, value):
+                kept[f.name] = list(value) if f.name == "recent_files" else value
+            else:
+                problems.append(f"'{f.name}' = {value!r:.60}")
+        return cls._fallback(paths, "; ".join(problems), kept) if problems else cls(**kept)
+
+    @classmethod
+    def _fallback(cls, paths: AppPaths, why: str, kept: dict) -> "Settings":
+        bad = paths.settings_file.with_name(paths.settings_file.name + ".bad")
+        try:
+            shutil.copyfile(paths.settings_file, bad)
+        except OSError:
+            pass
+        log.warning("settings %s: using defaults for what is unreadable (%s); the file is kept as %s",
+                    paths.settings_file, why, bad.name)
+        return cls(**kept)
 
     def save(self, paths: AppPaths) -> None:
         paths.config.mkdir(parents=True, exist_ok=True)
@@ -93,3 +113,14 @@ class Settings:
         """Put ``path`` first in the recent files (no duplicates, at most ``MAX_RECENT``)."""
         p = str(Path(path).resolve())
         self.recent_files = [p, *[r for r in self.recent_files if r != p]][:MAX_RECENT]
+
+
+def _valid_setting(name: str, value: object) -> bool:
+    """Whether a stored value can be used for the setting ``name``."""
+    if name == "theme":
+        return value in THEMES
+    if name == "save_dtype":
+        return value in SAVE_DTYPES
+    if name == "recent_files":
+        return isinstance(value, list) and all(isinstance(v, str) for v in value)
+    return isinstance(value, str)

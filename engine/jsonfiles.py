@@ -1,11 +1,15 @@
-"""JSON files read with readable errors and written atomically (recipes, projects, autosaves)."""
+"""JSON files read with readable errors and written atomically (recipes, projects, autosaves, settings).
+
+``expect`` is the one field check the typed loaders of each format use: a wrong type becomes an
+EngineInputError naming the field, never a foreign exception further on.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from engine.errors import EngineInputError
 
@@ -32,3 +36,20 @@ def write_json(path: str | Path, data: Any, indent: int | None = 2) -> None:
         f.flush()
         os.fsync(f.fileno())
     tmp.replace(path)
+
+
+_TYPE_NAMES = {dict: "an object", list: "a list", str: "text", int: "a whole number", float: "a number",
+               bool: "true or false", type(None): "null"}
+
+
+def expect(value: Any, types: type | Sequence[type], where: str) -> Any:
+    """``value`` if it has one of ``types`` (bool is not a number here), else an EngineInputError naming
+    ``where``; ``float`` accepts integers too."""
+    allowed = tuple(types) if isinstance(types, (list, tuple)) else (types,)
+    if float in allowed:
+        allowed = (*allowed, int)
+    ok = isinstance(value, allowed) and not (isinstance(value, bool) and bool not in allowed)
+    if not ok:
+        wanted = " or ".join(_TYPE_NAMES.get(t, t.__name__) for t in (tuple(types) if isinstance(types, (list, tuple)) else (types,)))
+        raise EngineInputError(f"{where} must be {wanted}, got {type(value).__name__}")
+    return value
