@@ -34,6 +34,7 @@ from app.library.model import PathRole
 from app.log_panel import LogPanel
 from app.logging_setup import log_file
 from app.project import SUFFIX, Autosave, Project, Recovery
+from app.plugin_trust import PluginGate
 from app.results import install as install_results
 from app.results.records import evaluation_records
 from app.settings import AppPaths, Settings
@@ -138,7 +139,9 @@ class MainWindow(QMainWindow):
         self._autosave_timer = QTimer(self, interval=AUTOSAVE_MS)
         self._autosave_timer.timeout.connect(self.autosave_now)
         self._autosave_timer.start()
+        self.plugin_gate = PluginGate(self)  # asks before a plugin task's code may run
         self.results_views = install_results(self)  # live tuning, results and analysis docks
+        self.recipe.subscribe(self._on_recipe_event_for_plugins)
 
         self.resize(1500, 920)
         self._restore_window_state()
@@ -489,6 +492,7 @@ class MainWindow(QMainWindow):
             if answer != QMessageBox.Yes:
                 return None
             force = True
+        self.plugin_gate.confirm(self.recipe.to_json(), self.recipe.base_dir)
         snapshot = self.recipe.copy()
         device = self.settings.device
         title = " + ".join(filter(None, (
@@ -612,6 +616,7 @@ class MainWindow(QMainWindow):
             return False
         try:
             project = Project.load(path)
+            self.plugin_gate.confirm(project.recipe, path.parent)  # before anything could load a plugin
             self.apply_project(project, path if path.suffix == SUFFIX else None)
         except EngineInputError as exc:
             self.show_error("Cannot open the project", str(exc))
@@ -780,6 +785,16 @@ class MainWindow(QMainWindow):
             return
         self._autosaved_revision = self._revision
 
+    def _on_recipe_event_for_plugins(self, event: str, details: dict) -> None:
+        """A plugin file newly named by an Evaluate node is asked about (once the edit has settled)."""
+        node = self.recipe.nodes.get(details.get("node_id", ""))
+        if event == "params_changed" and node is not None and node.type == "evaluate":
+            QTimer.singleShot(0, self._confirm_plugins_now)
+
+    def _confirm_plugins_now(self) -> None:
+        if self.plugin_gate.confirm(self.recipe.to_json(), self.recipe.base_dir):
+            self.results_views.follow_default()  # the live session may now load the trusted tasks
+
     def offer_recovery(self) -> RecoveryBanner | None:
         """Show a banner when an earlier session left an autosave behind (it crashed)."""
         recoveries = self.autosave.recoveries()
@@ -801,6 +816,7 @@ class MainWindow(QMainWindow):
         r = banner.recovery
         origin = Path(r.origin) if r.origin else None
         try:
+            self.plugin_gate.confirm(r.project.recipe, origin.parent if origin else None)
             self.apply_project(r.project, origin, recovered=True)
         except EngineInputError as exc:
             self.show_error("Cannot recover the autosave", str(exc))

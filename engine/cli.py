@@ -493,7 +493,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.ERROR, format="%(levelname)s %(message)s")
+    previous_policy = None
     try:
+        if args.func in (cmd_evaluate, cmd_sweep, cmd_learn):  # they may run plugin tasks the user named
+            from engine.evaluation import trust
+
+            previous_policy = trust.set_policy(trust.announce_and_trust)
         return args.func(args)
     except EngineInputError as exc:
         print(f"weightsmith: error: {exc}", file=sys.stderr)
@@ -507,6 +512,11 @@ def main(argv: list[str] | None = None) -> int:
         traceback.print_exc()
         print("weightsmith: internal error (the traceback above helps a bug report)", file=sys.stderr)
         return 1
+    finally:
+        if previous_policy is not None:
+            from engine.evaluation import trust
+
+            trust.set_policy(previous_policy)
 
 
 if __name__ == "__main__":

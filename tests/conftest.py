@@ -16,6 +16,13 @@ from safetensors.torch import save_file
 torch.set_num_threads(1)
 
 
+@pytest.fixture(autouse=True)
+def own_user_folders(tmp_path_factory, monkeypatch):
+    """Every test gets its own user folders (settings, plugin trust list), never the real user's."""
+    if "WEIGHTSMITH_HOME" not in os.environ:
+        monkeypatch.setenv("WEIGHTSMITH_HOME", str(tmp_path_factory.mktemp("home")))
+
+
 def make_state_dict(seed: int, layers: int = 3, width: int = 8) -> dict[str, torch.Tensor]:
     """A small Llama-shaped state dict: embeddings, numbered layers, a norm, an int buffer."""
     g = torch.Generator().manual_seed(seed)

@@ -15,7 +15,7 @@ import torch
 
 from engine.cli import main
 from engine.errors import EngineInputError
-from engine.evaluation import Evaluator, load_suite
+from engine.evaluation import Evaluator, load_suite, trust
 from engine.evaluation.plugin import load_plugin
 from engine.evaluation.recipe import evaluate_recipe
 from engine.graph import Recipe
@@ -28,6 +28,14 @@ EXAMPLE = Path(__file__).resolve().parents[1] / "resources" / "plugins" / "examp
 def _one_thread():
     with single_thread():
         yield
+
+
+@pytest.fixture(autouse=True)
+def _run_named_plugins():
+    """These tests call the engine as the command line does: the plugin file named is run (and announced)."""
+    previous = trust.set_policy(trust.announce_and_trust)
+    yield
+    trust.set_policy(previous)
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,9 @@ The contract (documented for users in ``docs/plugins.md``; an example is
 A file may instead define ``TASKS``, a list of dicts with the same keys in lower case (``name``,
 ``build_model``, ``data``, ``metric``, ``classes``, ``expert``, ``splits``), for several tasks.
 
-Running a plugin executes its code in this process: load only files you trust. Every failure — a
+Running a plugin executes its code in this process, so ``load_plugin`` first asks
+``engine.evaluation.trust``: the app runs only files the user trusted (by content hash); the command
+line runs the file it was asked to and says so. Every failure — a
 missing function, an exception inside one, a wrong return value — raises ``EngineInputError``
 naming the file and the function.
 """
@@ -34,6 +36,7 @@ import torch
 from torch import nn
 
 from engine.errors import EngineInputError
+from engine.evaluation import trust
 from engine.evaluation.metrics import Accumulator, MetricAccumulator
 from engine.evaluation.tasks import SPLITS, Split
 
@@ -144,6 +147,7 @@ def load_plugin(path: str | Path) -> list[PluginTask]:
     p = Path(path).expanduser().resolve()
     if not p.is_file() or p.suffix != ".py":
         raise EngineInputError("plugin file not found (a .py file is expected)", path=str(p))
+    trust.check(p)  # nothing of the file runs unless the user trusts it (engine.evaluation.trust)
     name = "weightsmith_plugin_" + hashlib.blake2b(str(p).encode(), digest_size=6).hexdigest()
     module_spec = importlib.util.spec_from_file_location(name, p)
     module = importlib.util.module_from_spec(module_spec)
