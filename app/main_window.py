@@ -36,6 +36,7 @@ from app.logging_setup import log_file
 from app.project import SUFFIX, Autosave, Project, Recovery
 from app.plugin_trust import PluginGate
 from app.results import install as install_results
+from app.scrolling import scrollable
 from app.results.records import evaluation_records
 from app.settings import AppPaths, Settings
 from app.settings_dialog import SettingsDialog
@@ -162,11 +163,24 @@ class MainWindow(QMainWindow):
 
     def _dock(self, title: str, name: str, widget: QWidget, area: Qt.DockWidgetArea) -> QDockWidget:
         dock = QDockWidget(title, self, objectName=name)
-        dock.setWidget(widget)
+        dock.setWidget(scrollable(widget))
         dock.setFeatures(QDockWidget.DockWidgetMovable | QDockWidget.DockWidgetFloatable
                          | QDockWidget.DockWidgetClosable)
         self.addDockWidget(area, dock)
         return dock
+
+    def bottom_docks(self) -> list[QDockWidget]:
+        """The docks of the bottom area (tasks, results, analysis)."""
+        return [d for d in self.findChildren(QDockWidget) if self.dockWidgetArea(d) == Qt.BottomDockWidgetArea]
+
+    def toggle_bottom_panel(self) -> None:
+        """Collapse the bottom panel (its docks hide; the graph and inspector get the height) or bring it back."""
+        docks = self.bottom_docks()
+        show = not any(d.isVisible() for d in docks)
+        for dock in docks:
+            dock.setVisible(show)
+        if show and docks:
+            self.results_dock.raise_()
 
     def _build_docks(self) -> None:
         self.library_dock = self._dock("Library", "LibraryDock", self.library, Qt.LeftDockWidgetArea)
@@ -237,6 +251,8 @@ class MainWindow(QMainWindow):
                                        tip="Cancel the running task (Esc)")
         self.validate_action = self._act("&Check Graph", self.check_graph, "F7", "check",
                                          tip="Check the graph, reading every checkpoint's header (F7)")
+        self.bottom_panel_action = self._act("&Bottom Panel", self.toggle_bottom_panel, "Ctrl+J",
+                                             tip="Show or hide the Tasks, Results and Analysis panels (Ctrl+J)")
         self.auto_layout_action = self._act("Auto-&layout", self.auto_layout, "Ctrl+Shift+L", "zoom-fit",
                                             tip="Arrange the nodes by depth, inputs left of what they feed (undoable)")
         self.import_yaml_action = self._act("&Import mergekit YAML…", self.import_mergekit_yaml,
@@ -301,6 +317,7 @@ class MainWindow(QMainWindow):
         view.addSeparator()
         for dock in (self.library_dock, self.inspector_dock, self.tasks_dock, self.results_dock):
             view.addAction(dock.toggleViewAction())
+        view.addAction(self.bottom_panel_action)
         view.addSeparator()
         themes = view.addMenu("&Theme")
         themes.addActions([self.dark_action, self.light_action])

@@ -20,6 +20,7 @@ from PySide6.QtWidgets import QDockWidget, QLabel, QMainWindow, QWidget
 
 from app.analysis import AnalysisPanel
 from app.commands import ReplaceRecipeCommand, SetParamsCommand
+from app.scrolling import scrollable
 from app.live import FAILED, LIVE, OFF, STREAMING, LiveController
 from app.results.panel import ResultsPanel
 from app.results.sweep_dialog import SweepDialog
@@ -40,7 +41,7 @@ class ResultsIntegration(QObject):
         self.analysis = AnalysisPanel(window.jobs)
         self._fill(window.results_container, self.panel)
         self.analysis_dock = QDockWidget("Analysis", window, objectName="AnalysisDock")
-        self.analysis_dock.setWidget(self.analysis)
+        self.analysis_dock.setWidget(scrollable(self.analysis))
         window.addDockWidget(Qt.BottomDockWidgetArea, self.analysis_dock)
         window.tabifyDockWidget(window.results_dock, self.analysis_dock)
         window.results_dock.raise_()

@@ -1,0 +1,52 @@
+"""The window fits small screens: 1280×720 and 1366×768, a collapsible bottom panel, no self-widening."""
+
+from __future__ import annotations
+
+import pytest
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QDockWidget, QMessageBox
+
+from app.main_window import MainWindow
+from app.settings import AppPaths, Settings
+
+
+@pytest.fixture
+def window(qtbot, tmp_path, monkeypatch) -> MainWindow:
+    monkeypatch.setattr(QMessageBox, "question", staticmethod(lambda *a, **k: QMessageBox.Discard))
+    win = MainWindow(AppPaths(tmp_path / "config", tmp_path / "data"), Settings(output_dir=str(tmp_path / "out")))
+    qtbot.addWidget(win)
+    win.show()
+    qtbot.waitExposed(win)
+    return win
+
+
+@pytest.mark.parametrize("size", [(1280, 720), (1366, 768)])
+def test_the_window_fits_small_screens(window, qtbot, size):
+    hint = window.minimumSizeHint()
+    assert hint.width() <= size[0] - 20 and hint.height() <= size[1] - 40  # room for a title bar and a panel
+    window.resize(*size)
+    qtbot.waitUntil(lambda: (window.width(), window.height()) == size)
+    for dock in (window.library_dock, window.inspector_dock, window.results_dock):
+        assert dock.geometry().bottom() <= window.height() and dock.height() > 60
+
+
+def test_the_bottom_panel_collapses_and_comes_back(window, qtbot):
+    window.resize(1280, 720)
+    bottom = window.bottom_docks()
+    assert window.results_dock in bottom and window.tasks_dock in bottom
+    graph_height = window.view.height()
+    qtbot.keyClick(window, Qt.Key_J, Qt.ControlModifier)
+    assert not any(d.isVisible() for d in bottom)
+    qtbot.waitUntil(lambda: window.view.height() > graph_height)
+    qtbot.keyClick(window, Qt.Key_J, Qt.ControlModifier)
+    assert window.results_dock.isVisible()
+
+
+def test_a_long_panel_text_does_not_widen_the_window(window, qtbot):
+    window.resize(1280, 720)
+    qtbot.waitUntil(lambda: window.width() == 1280)
+    analysis = next(d for d in window.findChildren(QDockWidget) if d.objectName() == "AnalysisDock")
+    analysis.raise_()
+    window.results_views.analysis.status.setText("a very long explanation " * 40)
+    qtbot.wait(100)
+    assert window.width() == 1280
