@@ -29,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     shot.add_argument("--screenshot", metavar="OUT.png", type=Path,
                       help="open the window, wait until it is idle, save a PNG and exit")
     shot.add_argument("--select", metavar="NODE", help="select this node first (the inspector shows it)")
+    shot.add_argument("--window-size", metavar="WxH", default="1600x1000", help="window size of the screenshot")
     shot.add_argument("--run", action="store_true", help="start a run and capture it in progress")
     shot.add_argument("--capture", choices=("window", "inspector", "library"), default="window",
                       help="what to capture (default: the whole window)")
@@ -71,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
 
     window = MainWindow(paths, settings)
     if args.screenshot:
-        window.resize(1600, 1000)
+        width, _, height = args.window_size.partition("x")
+        window.resize(int(width), int(height))
     window.show()
     if splash is not None:
         splash.finish(window)

@@ -1,6 +1,7 @@
 """``python -m app.screenshots [OUT_DIR]`` (``make screenshots``): refresh the README's screenshots.
 
-1. ``main-window.png``: the window on the demo project (the demo zoo is built first if it is missing);
+1. ``main-window.png`` (1600×1000) and ``main-window-1280x720.png``: the window on the demo project (the
+   demo zoo is built first if it is missing);
 2. ``ties-inspector.png``: the Inspector of a TIES merge with per-model weights and a per-layer λ;
 3. ``run-in-progress.png``: the window while that merge runs.
 
@@ -98,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="weightsmith-shots-") as tmp:
         work = Path(tmp)
         shoot(out_dir / "main-window.png", zoo / "demo.json", work / "home1", "--select", "merge")
+        shoot(out_dir / "main-window-1280x720.png", zoo / "demo.json", work / "home1s", "--select", "merge",
+              "--window-size", "1280x720")
         project = ties_project(work)
         shoot(out_dir / "ties-inspector.png", project, work / "home2", "--select", "ties", "--capture", "inspector")
         shoot(out_dir / "run-in-progress.png", project, work / "home3", "--select", "ties", "--run")

@@ -50,3 +50,36 @@ def test_a_long_panel_text_does_not_widen_the_window(window, qtbot):
     window.results_views.analysis.status.setText("a very long explanation " * 40)
     qtbot.wait(100)
     assert window.width() == 1280
+
+
+def test_lambda_is_above_the_fold_at_1280x720(window, qtbot, tiny_models):
+    from engine.graph.build import simple_merge_recipe
+
+    recipe = simple_merge_recipe("ties", [tiny_models["e1"], tiny_models["e2"], tiny_models["e3"]],
+                                 base=tiny_models["base"])
+    path = tiny_models["base"].parent / "ties.json"
+    recipe.save(path)
+    window.resize(1280, 720)
+    assert window.open_project(path)
+    window.inspector.show_node("merge")
+    qtbot.waitUntil(lambda: "lambda" in window.inspector.fields)
+    field = window.inspector.fields["lambda"]
+    viewport = window.inspector._scroll.viewport()
+    top = field.mapTo(viewport, field.rect().topLeft()).y()
+    assert field.isVisible() and 0 <= top and top + field.height() <= viewport.height()
+
+
+def test_the_library_shows_eight_rows_at_1600x1000(window, qtbot, tmp_path):
+    from safetensors.torch import save_file
+    import torch
+
+    paths = []
+    for i in range(10):
+        paths.append(tmp_path / f"m{i}.safetensors")
+        save_file({"w": torch.zeros(2)}, str(paths[-1]))
+    window.resize(1600, 1000)
+    window.library.add_paths(paths)
+    table = window.library.findChild(__import__("PySide6.QtWidgets", fromlist=["QTableView"]).QTableView)
+    qtbot.waitUntil(lambda: table.model().rowCount() == 10)
+    visible = table.viewport().height() // max(1, table.rowHeight(0))
+    assert visible >= 8

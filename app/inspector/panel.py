@@ -173,19 +173,7 @@ class InspectorPanel(QWidget):
 
         per_model = [p for p in params if p.per_model]
         others = [p for p in params if not p.per_model]
-        if per_model:
-            layout.addWidget(section("Per model"))
-            if not self._models:
-                layout.addWidget(QLabel("Connect models to the 'models' input to set their values one by one.",
-                                        objectName="Hint", wordWrap=True))
-            for p in per_model:
-                name = QLabel(param_label(p))
-                name.setToolTip(p.help)
-                layout.addWidget(name)
-                field = PerModelField(p, self._models, self._num_layers)
-                self._add_field(p, field)
-                self._offer_sweep(p, name, field)
-                layout.addWidget(field)
+        # the global parameters (λ, density…) first: the slider people move most stays above the fold
         if others:
             layout.addWidget(section("Parameters"))
             form = QFormLayout()
@@ -201,6 +189,19 @@ class InspectorPanel(QWidget):
                 self._offer_sweep(p, label, field)
                 form.addRow(label, field)
             layout.addLayout(form)
+        if per_model:
+            layout.addWidget(section("Per model"))
+            if not self._models:
+                layout.addWidget(QLabel("Connect models to the 'models' input to set their values one by one.",
+                                        objectName="Hint", wordWrap=True))
+            for p in per_model:
+                name = QLabel(param_label(p))
+                name.setToolTip(p.help)
+                layout.addWidget(name)
+                field = PerModelField(p, self._models, self._num_layers)
+                self._add_field(p, field)
+                self._offer_sweep(p, name, field)
+                layout.addWidget(field)
         self._refresh_values()
 
     def _build_method(self, layout: QVBoxLayout) -> list[Param]:
