@@ -52,7 +52,10 @@ def test_saved_model_carries_recipe_config_and_card(tmp_path: Path, tiny_models)
         assert h.get_tensor("model.norm.weight").dtype == torch.bfloat16
     assert meta["format"] == "pt"
     embedded = Recipe.from_json(json.loads(meta["weightsmith_recipe"]))
-    assert embedded.to_json() == recipe.to_json()
+    assert [e.to_json() for e in embedded.edges] == [e.to_json() for e in recipe.edges]
+    for nid, node in recipe.nodes.items():  # what the user set, plus every default made explicit
+        assert embedded.nodes[nid].params == {**embedded.nodes[nid].params, **node.params}
+    assert embedded.nodes["merge"].params["normalize"] is True  # linear's default, not set by the user
     assert "linear" in (out / "README.md").read_text()
 
 
@@ -213,3 +216,26 @@ def test_path_parameters_are_resolved_against_the_recipe_folder(tmp_path: Path, 
         assert seen and all(Path(p) == tmp_path / "stats.bin" for p in seen)
     finally:
         del _METHODS["path_probe"]
+
+
+def test_output_config_dtype_and_resolved_recipe_with_versions(tmp_path):
+    import transformers
+
+    config = transformers.LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=32)
+    torch.manual_seed(0)
+    for name in ("base", "tuned"):
+        transformers.LlamaForCausalLM(config).save_pretrained(tmp_path / name)
+    recipe = simple_merge_recipe("ties", [tmp_path / "tuned"], base=tmp_path / "base", out=tmp_path / "out",
+                                 dtype="bf16", params={"lambda": 0.5})
+    run_recipe(recipe)
+    saved = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert saved["torch_dtype"] == "bfloat16"
+    model = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "out", torch_dtype="auto")
+    assert model.dtype == torch.bfloat16
+    with safe_open(str(tmp_path / "out" / "model.safetensors"), "pt") as h:
+        meta = h.metadata()
+    merge = next(n for n in json.loads(meta["weightsmith_recipe"])["nodes"] if n["type"] == "merge")
+    assert merge["params"]["lambda"] == 0.5 and merge["params"]["density"] == 0.2  # the default, made explicit
+    assert merge["params"]["tie_break"] == "keep_all"
+    assert json.loads(meta["weightsmith_versions"])["torch"] == torch.__version__

@@ -444,7 +444,8 @@ class GraphRun:
         plan = [(i.name, i.shape, out_dtype if (out_dtype is not None and i.dtype.is_floating_point)
                  else torch.bfloat16 if i.dtype in FP8 else i.dtype) for i in infos]
         metadata = {"format": "pt", "weightsmith_version": engine.__version__,
-                    "weightsmith_recipe": json.dumps(self.recipe.to_json(), separators=(",", ":")),
+                    "weightsmith_recipe": json.dumps(resolved_recipe(self.recipe), separators=(",", ":")),
+                    "weightsmith_versions": json.dumps(versions(), separators=(",", ":")),
                     "weightsmith_output": save_id}
         protected = [c.path for c in self.checkpoints.values()] + ([self.recipe.base_dir] if self.recipe.base_dir else [])
         writer = CheckpointWriter(self.recipe.resolve_path(params["path"]), plan,
@@ -458,7 +459,9 @@ class GraphRun:
                 folder = self.checkpoints[source].path
                 folder = folder if folder.is_dir() else folder.parent
                 for fname in COPIED_FILES:
-                    if (folder / fname).is_file():
+                    if fname == "config.json" and (folder / fname).is_file():
+                        copy_config(writer, folder / fname, plan)
+                    elif (folder / fname).is_file():
                         writer.add_file(folder / fname)
             if params.get("model_card", True):
                 writer.add_text("README.md", model_card(self.recipe, save_id))
@@ -477,6 +480,43 @@ class GraphRun:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def resolved_recipe(recipe: Recipe) -> dict:
+    """The recipe as run: every node's declared parameters with their defaults filled in (a merge node's
+    from its method), so the file records exactly what made it even when defaults change later."""
+    data = recipe.to_json()
+    for node in data["nodes"]:
+        declared = get_node_type(node["type"]).params
+        if node["type"] == "merge":
+            declared = (*declared, *get_method(node["params"]["method"]).params)
+        node["params"] = {**{p.name: p.default for p in declared}, **node["params"]}
+    return data
+
+
+def versions() -> dict[str, str]:
+    """The versions of the software that computed and wrote a model."""
+    import safetensors
+
+    return {"weightsmith": engine.__version__, "torch": torch.__version__, "safetensors": safetensors.__version__}
+
+
+def copy_config(writer: CheckpointWriter, src: Path, plan: list) -> None:
+    """Copy ``config.json`` with its ``torch_dtype`` (and ``dtype``) set to the saved weights' dtype, so
+    transformers loads the model in the precision it was written in."""
+    floats = [dtype for _, _, dtype in plan if dtype.is_floating_point]
+    try:
+        config = json.loads(src.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        config = None
+    if not isinstance(config, dict) or not floats:
+        writer.add_file(src)
+        return
+    name = str(max(set(floats), key=floats.count)).removeprefix("torch.")
+    config["torch_dtype"] = name
+    if "dtype" in config:
+        config["dtype"] = name
+    writer.add_text("config.json", json.dumps(config, indent=2))
 
 
 def model_card(recipe: Recipe, save_id: str) -> str:
