@@ -83,7 +83,7 @@ def test_palette_lists_every_method_and_adds_the_chosen_one(qtbot, graph) -> Non
     graph.view.open_palette(QPoint(300, 300))
     qtbot.keyClicks(palette.search, "check")
     qtbot.keyClick(palette.search, Qt.Key.Key_Return)
-    assert graph.recipe.node("checkpoint").params == {"path": ""}
+    assert graph.recipe.node("checkpoint").params == {"path": "", "strip_prefix": ""}
     assert graph.stack.count() == 2
 
 

@@ -29,6 +29,7 @@ def require_regular_file(path: Path) -> None:
     if not stat.S_ISREG(mode):
         raise CheckpointError("not a regular file (a FIFO, device or socket); nothing was read", path=str(path))
 
+
 @dataclass(frozen=True)
 class TensorInfo:
     """Header facts of one tensor: known without reading its data."""

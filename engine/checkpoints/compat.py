@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from engine.checkpoints.base import Checkpoint
+from engine.checkpoints.prefix import find_prefix
 
 
 @dataclass
@@ -17,6 +18,7 @@ class CompatReport:
     extra: list[str] = field(default_factory=list)
     shape_mismatch: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = field(default_factory=list)
     dtype_differs: list[str] = field(default_factory=list)
+    prefix: tuple[str, str] | None = None  # (side, prefix) when the names differ only by a leading prefix
 
     @property
     def compatible(self) -> bool:
@@ -35,13 +37,19 @@ class CompatReport:
         if self.extra:
             parts.append(f"{len(self.extra)} extra tensor(s) in {self.other}: "
                          + ", ".join(f"'{n}'" for n in self.extra[:limit]) + (" …" if len(self.extra) > limit else ""))
+        if self.prefix is not None:
+            side, prefix = self.prefix
+            holder = self.other if side == "other" else self.reference
+            parts.append(f"the names differ only by the prefix '{prefix}' of {holder}: set strip_prefix "
+                         f"'{prefix}' on its checkpoint node to map them")
         return "; ".join(parts)
 
     def to_json(self) -> dict:
         return {"reference": self.reference, "other": self.other, "compatible": self.compatible,
                 "missing": self.missing, "extra": self.extra,
                 "shape_mismatch": [[n, list(a), list(b)] for n, a, b in self.shape_mismatch],
-                "dtype_differs": self.dtype_differs, "reason": self.reason()}
+                "dtype_differs": self.dtype_differs, "reason": self.reason(),
+                "prefix": list(self.prefix) if self.prefix else None}
 
 
 def compare(reference: Checkpoint, other: Checkpoint) -> CompatReport:
@@ -58,4 +66,6 @@ def compare(reference: Checkpoint, other: Checkpoint) -> CompatReport:
                 report.shape_mismatch.append((n, a.shape, b.shape))
             elif a.dtype != b.dtype:
                 report.dtype_differs.append(n)
+    if report.missing or report.extra:
+        report.prefix = find_prefix(reference.names, other.names)
     return report

@@ -70,7 +70,9 @@ DTYPE_CHOICES = ("auto", "fp32", "fp16", "bf16")
 CHECKPOINT = register_node_type(NodeType(
     "checkpoint", "Checkpoint", "A model file or folder on disk (a LoRA adapter gives a task vector).",
     inputs=(), output=MODEL,
-    params=(Param("path", "str", "", "file or folder of the checkpoint"),),
+    params=(Param("path", "str", "", "file or folder of the checkpoint"),
+            Param("strip_prefix", "str", "", "use only the tensors under this prefix, without it (e.g. 'bert.' "
+                  "merges a task-head model onto its backbone; the head is left out)")),
 ))
 TASK_VECTOR = register_node_type(NodeType(
     "task_vector", "Task vector", "θt − θ0: what fine-tuning changed.",

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from engine.checkpoints import Checkpoint, compare, open_checkpoint, parse_size
+from engine.checkpoints.prefix import PrefixStripped
 from engine.errors import EngineInputError, RecipeError
 from engine.graph.nodes import DELTA, MODEL, get_node_type
 from engine.graph.recipe import EdgeIndex, Recipe
@@ -87,6 +88,11 @@ def open_checkpoints(recipe: Recipe, problems: list[Problem] | None = None) -> d
             if _path_problem(path):
                 raise EngineInputError(f"'path' {_path_problem(path)}")
             opened[nid] = open_checkpoint(recipe.resolve_path(path))
+            prefix = node.params.get("strip_prefix") or ""
+            if prefix:
+                if not isinstance(prefix, str):
+                    raise EngineInputError("'strip_prefix' must be text")
+                opened[nid] = PrefixStripped(opened[nid], prefix)
         except EngineInputError as exc:
             if problems is None:
                 raise RecipeError([(nid, str(exc))]) from exc
