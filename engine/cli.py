@@ -160,6 +160,22 @@ def cmd_merge(args: argparse.Namespace) -> int:
     return _run(recipe, args)
 
 
+def cmd_extract_lora(args: argparse.Namespace) -> int:
+    from engine.checkpoints import open_checkpoint
+    from engine.checkpoints.lora_extract import extract_lora
+    from engine.runtime import resolve_device
+
+    result = extract_lora(open_checkpoint(args.model), open_checkpoint(args.base), args.out, args.rank,
+                          embeddings=args.embeddings, device=resolve_device(args.device), force=args.force)
+    errors = sorted(result.relative_error.values())
+    print(f"wrote {result.path}: rank {result.rank} on {len(result.modules)} weights; relative error of the "
+          f"approximation median {errors[len(errors) // 2]:.3f}, max {errors[-1]:.3f}")
+    if result.left_out:
+        print(f"note: {len(result.left_out)} changed tensor(s) a LoRA cannot hold were left out, e.g. "
+              f"'{result.left_out[0]}'", file=sys.stderr)
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from engine.graph import Recipe
 
@@ -482,6 +498,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("recipe")
     p.add_argument("-o", "--output", help="YAML file to write (default: print)")
     p.set_defaults(func=cmd_export_mergekit)
+
+    p = sub.add_parser("extract-lora", help="extract a LoRA adapter (PEFT format) of a model against its base")
+    p.add_argument("model")
+    p.add_argument("--base", required=True, help="the base model the adapter applies to")
+    p.add_argument("--rank", type=int, required=True, help="LoRA rank r (alpha = r)")
+    p.add_argument("-o", "--out", required=True, help="adapter folder to write")
+    p.add_argument("--embeddings", action="store_true", help="also extract embedding and LM-head matrices")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--force", action="store_true", help="replace an earlier Weightsmith output")
+    p.set_defaults(func=cmd_extract_lora)
 
     add_evaluation_commands(sub)
     add_learn_commands(sub)
