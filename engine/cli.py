@@ -318,8 +318,6 @@ def cmd_zoo_build(args: argparse.Namespace) -> int:
 
 def add_evaluation_commands(sub: argparse._SubParsersAction) -> None:
     """The ``evaluate``, ``sweep`` and ``zoo build`` commands."""
-    import engine.evaluation  # noqa: F401  (registers the evaluate node type before recipes are read)
-
     def add_eval_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:N or mps")
         p.add_argument("--split", choices=("test", "val", "train"), help="override the Evaluate nodes' split")
@@ -517,7 +515,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``weightsmith`` console script."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(argv)  # --help and usage errors end here, before torch is imported
+    import engine.evaluation  # noqa: F401  (registers the evaluate node type before recipes are read)
+
     logging.basicConfig(level=logging.INFO if args.verbose else logging.ERROR, format="%(levelname)s %(message)s")
     previous_policy = None
     try:

@@ -118,3 +118,11 @@ def test_slerp_without_base_takes_the_first_model_as_mergekit_does(tmp_path: Pat
     assert "taking the first --model" in capsys.readouterr().err
     base, out = load_file(str(tiny_models["base"])), load_file(str(tmp_path / "o" / "model.safetensors"))
     assert all(torch.allclose(out[n], base[n]) for n in base)  # t = 0 is the base end
+
+
+def test_help_starts_without_importing_torch():
+    code = ("import sys\nfrom engine.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[1]).stdout
+    assert out.strip().splitlines()[-1] == "False"
