@@ -886,6 +886,7 @@ class MainWindow(QMainWindow):
         if not self.confirm_cancel_jobs() or not self.maybe_save():
             event.ignore()
             return
+        self.results_views.shutdown()  # only now: a cancelled quit keeps live tuning running
         self.jobs.cancel_all()
         self.jobs.wait(10_000)
         self.autosave.discard()

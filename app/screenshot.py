@@ -95,7 +95,7 @@ class ScreenshotTaker(QObject):
         self._finish()
 
     def _finish(self) -> None:
-        self.window.results_views.controller.stop()  # join the live loop's thread before the process exits
+        self.window.results_views.shutdown()  # join the live loop's thread before the process exits
         self.window.jobs.cancel_all()
         self.window.jobs.wait(30_000)
         self.window.autosave.discard()

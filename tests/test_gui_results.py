@@ -279,3 +279,13 @@ def test_evaluation_records_file_merge_runs_with_base_and_expert_references(demo
     assert record["tasks"] == merges[0]["tasks"] and record["params"] == recipe.nodes["merge"].params
     assert record["references"]["base"] == {t: row["accuracy"] for t, row in base["tasks"].items()}
     assert record["references"]["experts"] == {t: row["expert_accuracy"] for t, row in merges[0]["tasks"].items()}
+
+
+def test_cancelling_the_quit_dialog_keeps_live_tuning_on(window, qtbot, monkeypatch):
+    win, integration = window
+    win.scene.select_node("merge")
+    win.inspector.fields["lambda"].scalar.slider.setValue(win.inspector.fields["lambda"].scalar.slider.value() + 5)
+    assert win.modified  # an unsaved edit: quitting asks
+    monkeypatch.setattr(QMessageBox, "question", staticmethod(lambda *a, **k: QMessageBox.Cancel))
+    assert not win.close()
+    assert win.isVisible() and integration.controller.state == "live" and integration.controller.loop is not None

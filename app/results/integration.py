@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from PySide6.QtCore import QEvent, QObject, Qt, QTimer
+from PySide6.QtCore import QObject, Qt, QTimer
 from PySide6.QtWidgets import QDockWidget, QLabel, QMainWindow, QWidget
 
 from app.analysis import AnalysisPanel
@@ -61,7 +61,6 @@ class ResultsIntegration(QObject):
         self.controller.progressed.connect(self.panel.show_progress)
         self.controller.stateChanged.connect(self._on_live_state)
         window.inspector.sweepRequested.connect(self.sweep_from_inspector)
-        window.installEventFilter(self)
         self.panel.set_records(list(window.results_history))
         self.follow_default()
 
@@ -191,7 +190,6 @@ class ResultsIntegration(QObject):
         self.panel.restyle()
         self.analysis.restyle()
 
-    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 (Qt's name)
-        if watched is self.window and event.type() == QEvent.Close:
-            self.controller.stop()
-        return False
+    def shutdown(self) -> None:
+        """The window is closing for good: stop live tuning (cancel what runs, join its thread)."""
+        self.controller.stop()
