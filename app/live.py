@@ -89,6 +89,12 @@ class LiveController(QObject):
 
         threading.Thread(target=work, name="ws-live-open", daemon=True).start()
 
+    def refuse(self, node_id: str, message: str) -> None:
+        """Do not tune ``node_id``: its graph is invalid (``message`` says why); nothing is scored meanwhile."""
+        self.stop()
+        self.node_id = node_id
+        self._set_state(FAILED, message)
+
     def _on_opened(self, session: LiveSession | None, error: BaseException | None, generation: int) -> None:
         if generation != self._generation:
             if session is not None:

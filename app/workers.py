@@ -171,7 +171,7 @@ class JobManager(QObject):
         job = Job(title, fn, kind=kind, visible=visible, heavy=heavy)
         was_busy = self.busy
         self.jobs.append(job)
-        job.stateChanged.connect(lambda _s, j=job: self._on_state(j))
+        job.stateChanged.connect(self._on_job_state)  # a bound slot: dropped by Qt if the manager is destroyed
         self.jobAdded.emit(job)
         (self._heavy if heavy else self._light).start(_Runnable(job))
         if not was_busy and self.busy:
@@ -200,8 +200,11 @@ class JobManager(QObject):
         """Block until every job has ended (used at exit, after ``cancel_all``)."""
         return self._heavy.waitForDone(timeout_ms) and self._light.waitForDone(timeout_ms)
 
+    def _on_job_state(self, _state: object) -> None:
+        self._on_state(self.sender())
+
     def _on_state(self, job: Job) -> None:
-        if not job.state.finished:
+        if not isinstance(job, Job) or not job.state.finished:
             return
         if not job.visible:
             self.jobs.remove(job)

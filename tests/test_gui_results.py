@@ -289,3 +289,16 @@ def test_cancelling_the_quit_dialog_keeps_live_tuning_on(window, qtbot, monkeypa
     monkeypatch.setattr(QMessageBox, "question", staticmethod(lambda *a, **k: QMessageBox.Cancel))
     assert not win.close()
     assert win.isVisible() and integration.controller.state == "live" and integration.controller.loop is not None
+
+
+def test_an_invalid_graph_is_never_scored_or_recorded(window, qtbot):
+    win, integration = window
+    controller, panel = integration.controller, integration.panel
+    before = len(panel.records())
+    win.recipe.set_param("merge", "method", "slerp")  # SLERP takes one model: the demo has eight
+    qtbot.waitUntil(lambda: controller.state == "failed")
+    assert "invalid" in controller.message and controller.loop is None
+    qtbot.wait(600)  # longer than the settle time: nothing was scored or filed meanwhile
+    assert len(panel.records()) == before
+    win.recipe.set_param("merge", "method", "ties")
+    qtbot.waitUntil(lambda: controller.state == "live", timeout=20_000)

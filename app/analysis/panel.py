@@ -111,11 +111,18 @@ class AnalysisPanel(QWidget):
 
         job = self.jobs.submit(f"Analyse {node_id}", work, kind="evaluate", heavy=False)
         job.progressed.connect(self._on_progress)
-        job.succeeded.connect(lambda report, j=job: j is self.job and self.show_report(report))
-        job.failed.connect(lambda msg: self.status.setText(f"⚠ {msg}"))
+        job.succeeded.connect(self._on_report)  # bound slots: Qt drops them when the panel is destroyed
+        job.failed.connect(self._on_failed)
         self.job = job
         self.status.setText("Analysing…")
         return job
+
+    def _on_report(self, report: AnalysisReport) -> None:
+        if self.sender() is self.job:  # a superseded analysis is ignored
+            self.show_report(report)
+
+    def _on_failed(self, message: str) -> None:
+        self.status.setText(f"⚠ {message}")
 
     def _on_progress(self, p: Progress) -> None:
         self.status.setText(f"{p.phase} · {p.fraction:.0%}")

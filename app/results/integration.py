@@ -20,10 +20,11 @@ from PySide6.QtWidgets import QDockWidget, QLabel, QMainWindow, QWidget
 
 from app.analysis import AnalysisPanel
 from app.commands import ReplaceRecipeCommand, SetParamsCommand
-from app.scrolling import scrollable
 from app.live import FAILED, LIVE, OFF, STREAMING, LiveController
 from app.results.panel import ResultsPanel
 from app.results.sweep_dialog import SweepDialog
+from app.scrolling import scrollable
+from engine.graph.validate import validate
 from engine.live.evaluation import evaluate_node, split_for
 from engine.methods import get_method
 
@@ -76,8 +77,19 @@ class ResultsIntegration(QObject):
         layout.addWidget(widget)
 
     # ---- which node is live ----------------------------------------------------------------------
+    def graph_problems(self, node_id: str) -> list[str]:
+        """What makes the graph around ``node_id`` (its inputs and its Evaluate node) invalid."""
+        recipe = self.window.recipe
+        scope = {node_id, *recipe.upstream(node_id), evaluate_node(recipe, node_id)}
+        return [f"{p.node_id}: {p.message}" if p.node_id else p.message
+                for p in validate(recipe, open_files=False) if not p.node_id or p.node_id in scope]
+
     def follow(self, node_id: str) -> None:
         recipe = self.window.recipe
+        problems = self.graph_problems(node_id)
+        if problems:  # an invalid graph is never scored, recorded or plotted
+            self.controller.refuse(node_id, "not scored: the graph is invalid (" + "; ".join(problems[:2]) + ")")
+            return
         self.controller.device = self.window.settings.device
         self.panel.recipe_json = recipe.to_json()
         self.panel.split = split_for(recipe, node_id)
@@ -113,9 +125,15 @@ class ResultsIntegration(QObject):
             if event == "node_removed" and details.get("node_id") == followed:
                 self._refollow.start()
         elif event == "params_changed" and details.get("node_id") == followed:
-            self.panel.recipe_json = recipe.to_json()
-            self.controller.set_params(recipe.nodes[followed].params)
-            self.analysis.refresh_params()
+            problems = self.graph_problems(followed)
+            if problems:
+                self.controller.refuse(followed, "not scored: the graph is invalid (" + "; ".join(problems[:2]) + ")")
+            elif self.controller.loop is None and self.controller.state == FAILED:
+                self.follow(followed)  # valid again: resume
+            else:
+                self.panel.recipe_json = recipe.to_json()
+                self.controller.set_params(recipe.nodes[followed].params)
+                self.analysis.refresh_params()
         elif event == "params_changed" and details.get("node_id") in (*recipe.upstream(followed),
                                                                        evaluate_node(recipe, followed)):
             self._refollow.start()  # an input or the task suite changed: reload
