@@ -65,3 +65,30 @@ def tiny_models(tmp_path: Path) -> dict[str, Path]:
         paths[f"e{k}"] = tmp_path / f"e{k}.safetensors"
         save_file(finetune(base, k), paths[f"e{k}"])
     return paths
+
+
+@pytest.fixture
+def new_window(qtbot, tmp_path: Path, monkeypatch):
+    """Makes main windows with their own settings and data folders, shown; unsaved changes are discarded
+    when one closes. Each call is a fresh window (a new session) over the same folders."""
+    from PySide6.QtWidgets import QMessageBox
+
+    from app.main_window import MainWindow
+    from app.settings import AppPaths, Settings
+
+    monkeypatch.setattr(QMessageBox, "question", staticmethod(lambda *a, **k: QMessageBox.Discard))
+
+    def make() -> "MainWindow":
+        win = MainWindow(AppPaths(tmp_path / "config", tmp_path / "data"), Settings(output_dir=str(tmp_path / "out")))
+        qtbot.addWidget(win)
+        win.show()
+        qtbot.waitExposed(win)
+        return win
+
+    return make
+
+
+@pytest.fixture
+def window(new_window):
+    """One main window (see ``new_window``)."""
+    return new_window()

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 from PySide6.QtCore import QObject, QRectF, Qt, QUrl, Slot
 from PySide6.QtGui import QAction, QDesktopServices, QFontMetricsF, QUndoStack
-from PySide6.QtWidgets import QMessageBox
 
 from app.graph import style
 from app.graph.items import NodeItem, node_font
@@ -20,7 +19,6 @@ from app.analysis.panel import AnalysisPanel
 from app.formatting import format_duration
 from app.project import Project
 from app.results.sweep_dialog import SweepDialog
-from app.settings import AppPaths, Settings
 from app.startup import open_demo
 from app.workers import JobState
 from engine.graph import Edge, Node, Recipe
@@ -28,15 +26,6 @@ from engine.methods import all_methods, get_method
 from engine.runtime import Progress
 from engine.methods.base import GROUPS
 
-
-@pytest.fixture
-def window(qtbot, tmp_path: Path, monkeypatch) -> MainWindow:
-    monkeypatch.setattr(QMessageBox, "question", staticmethod(lambda *a, **k: QMessageBox.Discard))
-    win = MainWindow(AppPaths(tmp_path / "config", tmp_path / "data"), Settings(output_dir=str(tmp_path / "out")))
-    qtbot.addWidget(win)
-    win.show()
-    qtbot.waitExposed(win)
-    return win
 
 
 class UrlCatcher(QObject):

@@ -4,20 +4,9 @@ from __future__ import annotations
 
 import pytest
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QDockWidget, QMessageBox
-
-from app.main_window import MainWindow
-from app.settings import AppPaths, Settings
+from PySide6.QtWidgets import QDockWidget
 
 
-@pytest.fixture
-def window(qtbot, tmp_path, monkeypatch) -> MainWindow:
-    monkeypatch.setattr(QMessageBox, "question", staticmethod(lambda *a, **k: QMessageBox.Discard))
-    win = MainWindow(AppPaths(tmp_path / "config", tmp_path / "data"), Settings(output_dir=str(tmp_path / "out")))
-    qtbot.addWidget(win)
-    win.show()
-    qtbot.waitExposed(win)
-    return win
 
 
 @pytest.mark.parametrize("size", [(1280, 720), (1366, 768)])

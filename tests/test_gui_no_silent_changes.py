@@ -4,7 +4,6 @@ replaced, sliders cover a typical span with fine steps on Shift."""
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -16,9 +15,7 @@ from safetensors.torch import save_file
 
 from app.inspector.fields import IntField
 from app.inspector.panel import InspectorPanel
-from app.main_window import MainWindow
 from app.project import Project
-from app.settings import AppPaths, Settings
 from app.workers import JobState
 from engine.errors import Cancelled
 from engine.graph import Edge, Node, Recipe
@@ -157,16 +154,6 @@ def test_sliders_cover_the_typical_span_and_shift_gives_fine_steps(merge, qtbot)
     plain, shifted = drag(Qt.NoModifier), drag(Qt.ShiftModifier)
     assert plain > 0 and 0 < shifted <= plain / 5
 
-
-@pytest.fixture
-def window(qtbot, tmp_path: Path, monkeypatch) -> MainWindow:
-    """A main window with its own settings and data folders; unsaved changes are discarded on close."""
-    monkeypatch.setattr(QMessageBox, "question", staticmethod(lambda *a, **k: QMessageBox.Discard))
-    win = MainWindow(AppPaths(tmp_path / "config", tmp_path / "data"), Settings(output_dir=str(tmp_path / "out")))
-    qtbot.addWidget(win)
-    win.show()
-    qtbot.waitExposed(win)
-    return win
 
 
 def test_check_graph_reads_the_headers_and_marks_an_unreadable_checkpoint(window, qtbot, tmp_path) -> None:

@@ -7,10 +7,8 @@ from pathlib import Path
 
 import pytest
 from PySide6.QtCore import QTimer
-from PySide6.QtWidgets import QApplication, QMessageBox
+from PySide6.QtWidgets import QApplication
 
-from app.main_window import MainWindow
-from app.settings import AppPaths, Settings
 from engine.evaluation import trust
 
 PLUGIN = """
@@ -38,15 +36,6 @@ def _project(folder: Path, tiny_models) -> Path:
     return path
 
 
-def _window(qtbot, tmp_path, monkeypatch) -> MainWindow:
-    monkeypatch.setattr(QMessageBox, "question", staticmethod(lambda *a, **k: QMessageBox.Discard))
-    win = MainWindow(AppPaths(tmp_path / "config", tmp_path / "data"), Settings(output_dir=str(tmp_path / "out")))
-    qtbot.addWidget(win)
-    win.show()
-    qtbot.waitExposed(win)
-    return win
-
-
 def _answer(choice: str, seen: list[str]) -> None:
     """Click ``choice`` on the trust prompt once it is shown (and record its text)."""
     def click() -> None:
@@ -66,8 +55,8 @@ def shared(tmp_path, tiny_models) -> Path:
     return _project(folder, tiny_models)
 
 
-def test_dont_run_means_the_plugin_never_runs(qtbot, tmp_path, monkeypatch, shared):
-    win = _window(qtbot, tmp_path, monkeypatch)
+def test_dont_run_means_the_plugin_never_runs(qtbot, new_window, shared):
+    win = new_window()
     seen: list[str] = []
     _answer("Don't run", seen)
     assert win.open_project(shared)
@@ -77,8 +66,8 @@ def test_dont_run_means_the_plugin_never_runs(qtbot, tmp_path, monkeypatch, shar
     assert not trust.is_trusted(shared.parent / "task.py")
 
 
-def test_trust_is_remembered_by_content_and_asked_again_after_a_change(qtbot, tmp_path, monkeypatch, shared):
-    win = _window(qtbot, tmp_path, monkeypatch)
+def test_trust_is_remembered_by_content_and_asked_again_after_a_change(qtbot, new_window, monkeypatch, shared):
+    win = new_window()
     seen: list[str] = []
     _answer("Trust and run", seen)
     assert win.open_project(shared)
@@ -86,14 +75,14 @@ def test_trust_is_remembered_by_content_and_asked_again_after_a_change(qtbot, tm
     qtbot.waitUntil(lambda: (shared.parent / "plugin-ran.txt").exists(), timeout=10000)
     win.close()
 
-    again = _window(qtbot, tmp_path, monkeypatch)  # a new session: no prompt for the same content
+    again = new_window()  # a new session: no prompt for the same content
     monkeypatch.setattr(again.plugin_gate, "_ask", lambda *a: pytest.fail("asked again for a trusted file"))
     assert again.open_project(shared)
     monkeypatch.undo()
     again.close()
 
     (shared.parent / "task.py").write_text(PLUGIN + "\n# edited\n")
-    third = _window(qtbot, tmp_path, monkeypatch)
+    third = new_window()
     seen.clear()
     _answer("Don't run", seen)
     assert third.open_project(shared)

@@ -66,15 +66,6 @@ def test_corrupt_projects_raise_one_clear_error_naming_the_file(case, tmp_path):
     assert str(path) in str(info.value)
 
 
-@pytest.fixture
-def window(qtbot, tmp_path, monkeypatch) -> MainWindow:
-    monkeypatch.setattr(QMessageBox, "question", staticmethod(lambda *a, **k: QMessageBox.Discard))
-    win = MainWindow(AppPaths(tmp_path / "config", tmp_path / "data"), Settings(output_dir=str(tmp_path / "out")))
-    qtbot.addWidget(win)
-    win.show()
-    qtbot.waitExposed(win)
-    return win
-
 
 @pytest.mark.parametrize("case", ["layout_docks_not_base64", "layout_zoom_text", "results_entries_numbers",
                                   "library_paths_numbers", "top_list", "deep_nesting"])
