@@ -89,11 +89,11 @@ def _interrupted_swap(tmp_path: Path, *, new_ready: bool) -> Path:
     """The state a kill leaves between the forced swap's renames (journal written, old moved aside)."""
     out = _write(tmp_path / "o", 1.0)
     new = _write(tmp_path / "n", 2.0)
-    os.rename(out, tmp_path / ".o.old-dead")
+    os.rename(out, tmp_path / ".o.old-deadbeef")
     if new_ready:
-        os.rename(new, tmp_path / ".o.tmp-dead")
-        (tmp_path / ".o.tmp-dead" / LOCK).write_text("12345\n")  # a lock nobody holds any more
-    journal = {"target": "o", "new": ".o.tmp-dead", "old": ".o.old-dead"}
+        os.rename(new, tmp_path / ".o.tmp-deadbeef")
+        (tmp_path / ".o.tmp-deadbeef" / LOCK).write_text("12345\n")  # a lock nobody holds any more
+    journal = {"target": "o", "new": ".o.tmp-deadbeef", "old": ".o.old-deadbeef"}
     (tmp_path / ".o.swap.json").write_text(json.dumps(journal))
     return out
 
@@ -107,6 +107,51 @@ def test_an_interrupted_forced_swap_is_finished_or_rolled_back_by_the_next_write
     assert writer.notes and ("finished replacing" in writer.notes[0] or "restored" in writer.notes[0])
     assert load_file(str(out / "model.safetensors"))["w"].tolist() == [value, value]
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+@pytest.mark.parametrize("new_ready, value", [(True, 2.0), (False, 1.0)])
+def test_inspecting_the_missing_output_of_an_interrupted_swap_recovers_it_and_says_so(tmp_path, new_ready, value,
+                                                                                      capsys):
+    out = _interrupted_swap(tmp_path, new_ready=new_ready)
+    assert main(["inspect", str(out)]) == 0
+    note = "note: finished replacing 'o'" if new_ready else "note: restored 'o'"
+    assert note in capsys.readouterr().out
+    assert load_file(str(out / "model.safetensors"))["w"].tolist() == [value, value]
+    assert not (tmp_path / ".o.swap.json").exists()
+
+
+@pytest.mark.parametrize("hostile", ["../victim", "/VICTIM", ".o.old-deadbeef/../../victim", "victim"])
+def test_a_planted_swap_journal_never_moves_or_deletes_anything_else(tmp_path, hostile):
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "keep.txt").write_text("mine")
+    folder = tmp_path / "downloads"
+    folder.mkdir()
+    _write(folder / "o", 1.0)
+    path = hostile.replace("/VICTIM", str(victim))
+    for journal in ({"target": "o", "new": ".o.tmp-deadbeef", "old": path},
+                    {"target": "o", "new": path, "old": ".o.old-deadbeef"},
+                    {"target": "../victim", "new": ".o.tmp-deadbeef", "old": ".o.old-deadbeef"}):
+        (folder / ".o.swap.json").write_text(json.dumps(journal))
+        CheckpointWriter(folder / "other", PLAN).abort()
+        assert (victim / "keep.txt").read_text() == "mine"
+        assert load_file(str(folder / "o" / "model.safetensors"))["w"].tolist() == [1.0, 1.0]
+
+
+def test_tidy_removes_only_our_temporaries(tmp_path):
+    old = time.time() - 2 * 86400
+    theirs = [tmp_path / ".notes.tmp-mine", tmp_path / ".cache.tmp-deadbeef"]  # not our name / no weights of ours
+    for folder in theirs:
+        folder.mkdir()
+        (folder / "data.txt").write_text("mine")
+        os.utime(folder, (old, old))
+    legacy = tmp_path / ".o.tmp-0badc0de"  # an old version's leftover: our name, our shard, no lock, a day old
+    legacy.mkdir()
+    (legacy / "model.safetensors").write_bytes(b"partial")
+    os.utime(legacy, (old, old))
+    notes = tidy(tmp_path)
+    assert notes == ["removed '.o.tmp-0badc0de', left by a merge that did not finish"]
+    assert all((folder / "data.txt").read_text() == "mine" for folder in theirs)
 
 
 _HOLD = """
@@ -145,6 +190,26 @@ def test_fp16_overflow_is_refused_by_tensor_and_nothing_is_written(tmp_path):
         with pytest.raises(EngineInputError, match=r"overflow fp16.*'big'.*bf16"):
             w.commit()
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("dtype, value, wider", [(torch.float16, 65520.0, "bf16 or fp32"),
+                                                  (torch.bfloat16, 3.397e38, "fp32")])
+def test_a_cast_that_overflows_any_output_dtype_is_refused(tmp_path, dtype, value, wider):
+    with CheckpointWriter(tmp_path / "o", [("w", (2,), dtype)]) as w:
+        w.write("w", torch.tensor([value, 1.0]))
+        with pytest.raises(EngineInputError, match=f"1 tensor\\(s\\) overflow .*'w'.*save as {wider}"):
+            w.commit()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_non_finite_inputs_and_the_largest_finite_fp16_are_not_called_an_overflow(tmp_path):
+    plan = [("inf", (3,), torch.float16), ("edge", (2,), torch.float16)]
+    with CheckpointWriter(tmp_path / "o", plan) as w:
+        w.write("inf", torch.tensor([float("inf"), float("nan"), 1.0]))  # already non-finite: the reader warns
+        w.write("edge", torch.tensor([65519.0, -65519.0]))  # rounds to ±65504, not to inf
+        out = w.commit()
+    saved = load_file(str(out / "model.safetensors"))
+    assert saved["edge"].tolist() == [65504.0, -65504.0] and saved["inf"][0].item() == float("inf")
 
 
 def test_cli_task_arithmetic_overflowing_fp16_exits_2_and_bf16_works(tmp_path, capsys):

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from engine.checkpoints.base import Checkpoint
 from engine.checkpoints.lora_reader import LoraCheckpoint
+from engine.checkpoints.publish import recover_swap
 from engine.checkpoints.safetensors_reader import SafetensorsCheckpoint, read_index
 from engine.checkpoints.torch_reader import TorchCheckpoint
 from engine.errors import CheckpointError
@@ -25,9 +26,9 @@ def open_checkpoint(path: str | Path) -> Checkpoint:
     try:
         kind = p.stat().st_mode
     except FileNotFoundError:
-        raise CheckpointError("no such file or folder", path=str(p)) from None
-    except OSError as exc:
-        raise CheckpointError(f"cannot access ({exc.strerror or exc})", path=_short(p)) from None
+        return _reopen_after_recovery(p)
+    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
+        raise CheckpointError(f"cannot access ({getattr(exc, 'strerror', None) or exc})", path=_short(p)) from None
     if not (stat.S_ISREG(kind) or stat.S_ISDIR(kind)):
         raise CheckpointError("not a regular file or folder (a FIFO, device or socket); nothing was read", path=str(p))
     if p.is_file():
@@ -61,6 +62,17 @@ def open_checkpoint(path: str | Path) -> Checkpoint:
                               path=str(p))
     raise CheckpointError("folder holds no model weights (*.safetensors, pytorch_model.bin, adapter_config.json)",
                           path=str(p))
+
+
+def _reopen_after_recovery(p: Path) -> Checkpoint:
+    """A missing output may be the target of a forced swap a crash interrupted: finish or roll it back (the
+    checkpoint's notes say which) and open it; otherwise the path simply does not exist."""
+    done = recover_swap(p)
+    if not done or not p.exists():
+        raise CheckpointError("no such file or folder", path=str(p))
+    ckpt = open_checkpoint(p)
+    ckpt.notes[:0] = done
+    return ckpt
 
 
 def _short(p: Path) -> str:

@@ -10,7 +10,8 @@ leftover). Publishing then:
 - with ``force``: replaces only a folder that is a Weightsmith output (our marker file, or safetensors
   with our metadata) and that holds neither the recipe nor an input; the swap is journalled
   (``.NAME.swap.json``: old, new and target names) so a crash between its renames is finished or rolled
-  back by the next writer in that folder, which reports what it did.
+  back by the next writer in that folder (or the next open of the missing output), which reports what it
+  did; a journal is obeyed only when it names exactly our sibling names, so a planted one moves nothing.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import errno
 import fcntl
 import json
 import os
+import re
 import shutil
 import time
 import uuid
@@ -30,6 +32,7 @@ from engine.errors import CheckpointError, EngineInputError
 
 MARKER = ".weightsmith-output.json"
 LOCK = ".weightsmith-writing.lock"
+_TEMP_NAME = re.compile(r"\..+\.tmp-[0-9a-f]{8}")  # our temporaries: .NAME.tmp-XXXXXXXX
 _LEGACY_STALE_S = 3600  # a temporary without a lock file (written before locks existed) is stale after an hour
 
 
@@ -89,7 +92,7 @@ def release(fd: int | None) -> None:
 def _owner_alive(folder: Path) -> bool:
     """True while the process that created ``folder`` holds its lock."""
     try:
-        fd = os.open(folder / LOCK, os.O_RDONLY)
+        fd = os.open(folder / LOCK, os.O_RDONLY | os.O_NONBLOCK)  # never blocks, even on a planted FIFO
     except OSError:
         return False
     try:
@@ -102,20 +105,26 @@ def _owner_alive(folder: Path) -> bool:
 
 
 def _is_stale(tmp: Path) -> bool:
+    """A temporary whose owner is gone; one without a lock (older versions) only if it looks like ours and is old."""
     if not (tmp / LOCK).exists():
-        return time.time() - tmp.stat().st_mtime > _LEGACY_STALE_S
+        looks_ours = any(tmp.glob("model*.safetensors"))
+        return looks_ours and time.time() - tmp.stat().st_mtime > _LEGACY_STALE_S
     return not _owner_alive(tmp)
 
 
 def tidy(parent: Path) -> list[str]:
-    """Finish or roll back interrupted swaps and remove crash leftovers in ``parent``; what was done, in words."""
-    done = [*_recover_swaps(parent)]
+    """Finish or roll back interrupted swaps and remove crash leftovers in ``parent``; what was done, in words.
+
+    Never raises: what cannot be tidied now (permissions, a live owner) is left for a later run."""
+    done = []
+    for journal in sorted(parent.glob(".*.swap.json")):
+        done += _recover(parent, journal)
     try:
         entries = list(parent.iterdir())
     except OSError:
         return done
     for entry in entries:
-        if entry.name.startswith(".") and ".tmp-" in entry.name and entry.is_dir() and not entry.is_symlink():
+        if _TEMP_NAME.fullmatch(entry.name) and entry.is_dir() and not entry.is_symlink():
             try:
                 if _is_stale(entry):
                     shutil.rmtree(entry, ignore_errors=True)
@@ -125,28 +134,53 @@ def tidy(parent: Path) -> list[str]:
     return done
 
 
-def _recover_swaps(parent: Path) -> list[str]:
+def recover_swap(target: Path) -> list[str]:
+    """Finish or roll back an interrupted forced swap onto ``target`` (if its journal is there); what was done."""
+    target = Path(target)
+    return _recover(target.parent, target.parent / f".{target.name}.swap.json")
+
+
+def _journal(parent: Path, journal: Path) -> tuple[Path, Path, Path] | None:
+    """The (target, new, old) paths a swap journal names, or None unless they are exactly the sibling names
+    ``publish`` writes (a planted journal must never point a rename or a delete anywhere else)."""
+    try:
+        entry = json.loads(journal.read_text(encoding="utf-8"))
+        target, new, old = (entry[k] for k in ("target", "new", "old"))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not all(isinstance(v, str) for v in (target, new, old)) or journal.name != f".{target}.swap.json":
+        return None
+    if "/" in target or "\0" in target or target in ("", ".", ".."):
+        return None
+    stem = re.escape(f".{target}")
+    if not (re.fullmatch(stem + r"\.tmp-[0-9a-f]{8}", new) and re.fullmatch(stem + r"\.old-[0-9a-f]{8}", old)):
+        return None
+    return parent / target, parent / new, parent / old
+
+
+def _recover(parent: Path, journal: Path) -> list[str]:
+    names = _journal(parent, journal)
+    if names is None:
+        return []
+    target, new, old = names
+    if any(_owner_alive(p) for p in (new, target) if p.exists()):
+        return []  # the swapping process is still alive
     done = []
-    for journal in parent.glob(".*.swap.json"):
-        try:
-            entry = json.loads(journal.read_text(encoding="utf-8"))
-            target, new, old = (parent / entry[k] for k in ("target", "new", "old"))
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-        if any(_owner_alive(p) for p in (new, target) if p.exists()):
-            continue  # the swapping process is still alive
+    try:
         if not target.exists() and new.exists():
             os.rename(new, target)
             done.append(f"finished replacing '{target.name}' (a previous run stopped halfway)")
         elif not target.exists() and old.exists():
             os.rename(old, target)
             done.append(f"restored '{target.name}' (a previous run stopped before its new copy was ready)")
-        if target.exists() and old.exists():
+        if target.exists() and is_weightsmith_output(old):
             shutil.rmtree(old, ignore_errors=True)
-        if new.exists():
+        if (new / LOCK).exists():
             shutil.rmtree(new, ignore_errors=True)
         (target / LOCK).unlink(missing_ok=True)
         journal.unlink(missing_ok=True)
+    except OSError:
+        pass  # left for a later run
     return done
 
 

@@ -15,6 +15,7 @@ which removes it, so no partial output is left. A value that overflows fp16 fail
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
@@ -26,6 +27,7 @@ import torch
 
 from engine.checkpoints.publish import check_replaceable, make_temporary, publish, release, tidy
 from engine.errors import CheckpointError, EngineInputError
+from engine.runtime.dtypes import dtype_name
 
 _ST_DTYPES = {
     torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
@@ -34,6 +36,17 @@ _ST_DTYPES = {
 }
 _CAST_CHUNK = 1 << 20  # elements cast per write step
 _SIZE = re.compile(r"^\s*([\d.]+)\s*([KMGT]?)(i?B)?\s*$", re.IGNORECASE)
+
+
+def narrows(src: torch.dtype, dst: torch.dtype) -> bool:
+    """True when casting floats of ``src`` to ``dst`` can turn finite values into ±inf (a smaller range)."""
+    return src.is_floating_point and dst.is_floating_point and torch.finfo(dst).max < torch.finfo(src).max
+
+
+def inf_threshold(dtype: torch.dtype) -> float:
+    """The smallest magnitude that rounds to ±inf in ``dtype``: its max plus half a unit in the last place."""
+    info = torch.finfo(dtype)
+    return info.max + info.eps * 2.0 ** math.floor(math.log2(info.max)) / 2
 
 
 def parse_size(text: str | int) -> int:
@@ -70,15 +83,17 @@ class CheckpointWriter:
                  shard_size: int | str = "5GB", metadata: dict[str, str] | None = None, force: bool = False,
                  protected: Sequence[Path] = ()):
         self.out_dir = Path(out_dir).expanduser().resolve()
+        self.notes = tidy(self.out_dir.parent)  # what tidying the output's folder did (interrupted swaps, leftovers)
         if self.out_dir.exists() and not force:
-            raise EngineInputError("the output folder already exists; choose another or allow overwriting (--force)",
-                                   path=str(self.out_dir))
+            done = f" (first: {'; '.join(self.notes)})" if self.notes else ""
+            raise EngineInputError("the output folder already exists; choose another or allow overwriting (--force)"
+                                   + done, path=str(self.out_dir))
         if force:
             check_replaceable(self.out_dir, protected)
         self.force = force
         self.protected = list(protected)
-        self.notes: list[str] = []  # what tidying the output's folder did (interrupted swaps, crash leftovers)
         self.overflowed: list[str] = []  # tensors whose finite values became inf in the output dtype
+        self._overflow_dtype = torch.float16
         self.metadata = {k: str(v) for k, v in (metadata or {}).items()}
         self._plan, self._shard_sizes = self._layout(plan, parse_size(shard_size))
         n = len(self._shard_sizes)
@@ -92,7 +107,6 @@ class CheckpointWriter:
         self.tmp_dir = self.out_dir.parent / f".{self.out_dir.name}.tmp-unmade"
         try:
             self.out_dir.parent.mkdir(parents=True, exist_ok=True)
-            self.notes = tidy(self.out_dir.parent)
             self.tmp_dir, self._lock = make_temporary(self.out_dir)
             for i in range(n):
                 self._open_shard(i)
@@ -140,8 +154,8 @@ class CheckpointWriter:
             raise CheckpointError(f"tensor '{name}' has shape {list(tensor.shape)}, planned {list(slot.shape)}",
                                   path=str(self.out_dir), tensor=name)
         src = tensor.detach()
-        if slot.dtype == torch.float16 and src.dtype != torch.float16 and src.is_floating_point():
-            self._check_overflow(name, src)
+        if narrows(src.dtype, slot.dtype):
+            self._check_overflow(name, src, slot.dtype)
         if src.device.type != "cpu":
             src = src.to(slot.dtype).cpu()
         src = src.contiguous().reshape(-1)
@@ -161,10 +175,15 @@ class CheckpointWriter:
                                   path=str(self.tmp_dir / self.shard_names[slot.shard]), tensor=name) from exc
         self._written.add(name)
 
-    def _check_overflow(self, name: str, src: torch.Tensor) -> None:
-        """Record ``name`` when a finite value would round to ±inf in fp16 (|x| ≥ 65520)."""
-        if bool((src.abs() >= 65520.0).logical_and_(torch.isfinite(src)).any()):
+    def _check_overflow(self, name: str, src: torch.Tensor, dtype: torch.dtype) -> None:
+        """Record ``name`` when a finite value would round to ±inf in ``dtype`` (one min/max pass when none does)."""
+        limit = inf_threshold(dtype)
+        lo, hi = (float(v) for v in torch.aminmax(src))
+        if max(-lo, hi) < limit:  # False for NaN/inf too: those take the exact test below
+            return
+        if bool((src.abs() >= limit).logical_and_(torch.isfinite(src)).any()):
             self.overflowed.append(name)
+            self._overflow_dtype = dtype
 
     def _cast_buffer(self, dtype: torch.dtype) -> torch.Tensor:
         if dtype not in self._buffers:
@@ -190,10 +209,12 @@ class CheckpointWriter:
             self.abort()
             shown = ", ".join(f"'{n}'" for n in self.overflowed[:5])
             more = f" and {len(self.overflowed) - 5} more" if len(self.overflowed) > 5 else ""
-            raise EngineInputError(f"{len(self.overflowed)} tensor(s) overflow fp16 (values beyond ±65504 would be "
-                                   f"saved as inf): {shown}{more}; save as bf16 or fp32 (--dtype bf16 / fp32) or "
-                                   "lower the coefficients; nothing was written", path=str(self.out_dir),
-                                   tensor=self.overflowed[0])
+            dtype = self._overflow_dtype
+            wider = "bf16 or fp32 (--dtype bf16 / fp32)" if dtype == torch.float16 else "fp32 (--dtype fp32)"
+            raise EngineInputError(f"{len(self.overflowed)} tensor(s) overflow {dtype_name(dtype)} (values beyond "
+                                   f"±{torch.finfo(dtype).max:g} would be saved as inf): {shown}{more}; save as "
+                                   f"{wider} or lower the coefficients; nothing was written",
+                                   path=str(self.out_dir), tensor=self.overflowed[0])
         try:
             for f in self._files:
                 f.flush()
