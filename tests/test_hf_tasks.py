@@ -17,7 +17,8 @@ from safetensors.torch import save_file  # noqa: E402
 
 from engine.errors import EngineInputError  # noqa: E402
 from engine.evaluation import Evaluator  # noqa: E402
-from engine.evaluation.hf import HFPerplexityTask, HFSequenceClassificationTask  # noqa: E402
+from engine.evaluation.hf import HFSequenceClassificationTask  # noqa: E402
+from engine.evaluation.lm_tasks import TextPerplexityTask  # noqa: E402
 from engine.evaluation.metrics import perplexity  # noqa: E402
 from engine.graph import materialize  # noqa: E402
 from engine.graph.build import simple_merge_recipe  # noqa: E402
@@ -99,18 +100,20 @@ def test_sequence_classification_accuracy_matches_the_model(bert_dir, tmp_path):
 def test_perplexity_is_the_exponential_of_the_token_loss(gpt2_dir, tmp_path):
     text = tmp_path / "corpus.txt"
     text.write_text(" ".join(WORDS * 6), encoding="utf-8")
-    task = HFPerplexityTask(gpt2_dir, text, block_size=16)
-    blocks = task.data("test").inputs
-    assert blocks.shape == (5, 16)  # 84 tokens → 5 full blocks, the tail dropped
+    task = TextPerplexityTask(gpt2_dir, text, block_size=16)
+    inputs = task.data("test").inputs
+    assert inputs.shape == (6, 2, 16)  # 84 tokens → 5 full blocks and a 4-token tail (ids, attention mask)
     state = weights(gpt2_dir)
     assert "lm_head.weight" not in state  # tied to the token embedding; the adapter follows the tie
     scores = Evaluator([task], device="cpu").scores(state)[task.name]
     model = transformers.GPT2LMHeadModel.from_pretrained(gpt2_dir).eval()
     with torch.no_grad():
-        reference = model(input_ids=blocks, labels=blocks).loss
-    assert scores.n == 5 * 15
-    assert scores.loss == pytest.approx(float(reference), rel=1e-4)
-    assert perplexity(scores.loss) == pytest.approx(math.exp(float(reference)), rel=1e-4)
+        blocks = [row[0][row[1].bool()] for row in inputs]
+        nll = sum(float(model(input_ids=b[None], labels=b[None]).loss) * (len(b) - 1) for b in blocks)
+    assert scores.n == 5 * 15 + 3
+    assert scores.loss == pytest.approx(nll / scores.n, rel=1e-4)
+    assert perplexity(scores.loss) == pytest.approx(math.exp(nll / scores.n), rel=1e-4)
+    assert scores.extra["perplexity"] == pytest.approx(perplexity(scores.loss)) and scores.primary == "perplexity"
 
 
 def test_merged_hf_models_evaluate_end_to_end(bert_dir, tmp_path):
@@ -149,9 +152,9 @@ def test_bad_text_file_and_model_folder(gpt2_dir, bert_dir, tmp_path):
     short = tmp_path / "short.txt"
     short.write_text("the", encoding="utf-8")
     with pytest.raises(EngineInputError, match="at least two tokens"):
-        HFPerplexityTask(gpt2_dir, short).data("test")
+        TextPerplexityTask(gpt2_dir, short).data("test")
     with pytest.raises(EngineInputError, match="no config.json"):
-        HFPerplexityTask(tmp_path, short)
+        TextPerplexityTask(tmp_path, short)
     task = HFSequenceClassificationTask(bert_dir, tmp_path / "x.csv")
     with pytest.raises(EngineInputError, match="lacks"):
         task.build_model({})

@@ -17,7 +17,7 @@ from engine.cli import main
 from engine.errors import EngineInputError
 from engine.evaluation import Evaluator, load_suite, trust
 from engine.evaluation.plugin import load_plugin
-from engine.evaluation.recipe import evaluate_recipe
+from engine.evaluation import evaluate_recipe
 from engine.graph import Recipe
 from zoo_helpers import single_thread
 

@@ -18,12 +18,13 @@ from engine.errors import Cancelled  # noqa: E402
 from engine.runtime import CancelToken  # noqa: E402
 from engine.zoo.lm import build_lm_zoo, default_lm_zoo_dir  # noqa: E402
 from engine.zoo.lm.train import perplexity, token_stream  # noqa: E402
+from tests.zoo_helpers import reduced_lm_zoo  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def lm_zoo(tmp_path_factory) -> Path:
-    """A reduced LM zoo, seed 0, built once for the module."""
-    return build_lm_zoo(tmp_path_factory.mktemp("lm") / "lm-zoo", size="reduced", seed=0).parent
+def lm_zoo() -> Path:
+    """A reduced LM zoo, seed 0, built once for the test session (read only)."""
+    return reduced_lm_zoo()
 
 
 def _manifest(zoo: Path) -> dict:
@@ -144,6 +145,27 @@ def test_data_files_parse_with_the_declared_fields(lm_zoo):
             for row in rows:
                 assert set(row) == {"prompt", "reference"}
                 assert row["reference"].strip() and "\n" not in row["reference"]
+
+
+def test_the_evaluation_suite_reproduces_the_build_figures(lm_zoo):
+    from engine.evaluation import Evaluator, load_suite
+    from engine.evaluation.runner import load_weights
+
+    m = _manifest(lm_zoo)
+    domains = list(m["domains"])
+    tasks = {t.name: t for t in load_suite(lm_zoo / m["suite"])}
+    assert set(tasks) == {f"{d}{end}" for d in domains for end in ("", "-choice", "-complete")}
+    assert tasks["python"].expert == (lm_zoo / "experts" / "python").resolve() and tasks["logs"].expert is None
+    expert = tasks["python"]
+    state = load_weights(lm_zoo / m["experts"]["python"]["path"], expert.expected_names())
+    scores = Evaluator([tasks[d] for d in domains], device="cpu").scores(state, split="val")
+    for d in domains:  # the same blocks as the build's own perplexity loop
+        assert scores[d].extra["perplexity"] == pytest.approx(m["build"]["perplexity"]["models"]["python"][d]["val"],
+                                                              rel=1e-3), d
+    recipe = json.loads((lm_zoo / "demo.json").read_text())
+    evaluate = next(n for n in recipe["nodes"] if n["type"] == "evaluate")
+    assert evaluate["params"]["suite"] == "suite.json"
+    assert [e["from"] for e in recipe["edges"] if e["to"] == evaluate["id"]] == ["merge", "base", *m["experts"]]
 
 
 def test_held_out_text_is_not_in_the_training_text():

@@ -8,14 +8,18 @@ The contract (documented for users in ``docs/plugins.md``; an example is
 - ``data(split) -> (inputs, labels)`` (required): tensors for ``split`` — ``test``, ``val``,
   ``train`` (labels: a tensor with one entry per input) or ``unlabeled`` (labels ``None``); return
   ``None`` for a split the task does not have;
-- ``metric(outputs, labels) -> float`` (optional): the score of one batch, higher is better, averaged
-  over examples and reported as ``accuracy``; without it, classification accuracy of the logits;
+- ``metric(outputs, labels) -> float`` (optional): the score of one batch, averaged over examples
+  and reported under ``METRIC_NAME`` (default ``accuracy``) with the direction ``HIGHER_IS_BETTER``
+  (default true); without it, classification accuracy of the outputs, which must then be
+  [batch, classes] logits with class-index labels (anything else is an error naming the file);
 - ``NAME`` (default: the file's stem), ``CLASSES`` (class names), ``EXPERT`` (the task's own
-  fine-tuned checkpoint, relative to the plugin file, for normalized accuracy), ``SPLITS`` (the
+  fine-tuned checkpoint, relative to the plugin file, for normalized scores), ``SPLITS`` (the
   split names it offers; default test, val, train, unlabeled).
 
 A file may instead define ``TASKS``, a list of dicts with the same keys in lower case (``name``,
-``build_model``, ``data``, ``metric``, ``classes``, ``expert``, ``splits``), for several tasks.
+``build_model``, ``data``, ``metric``, ``metric_name``, ``higher_is_better``, ``classes``, ``expert``,
+``splits``), for several tasks. A suite manifest names a plugin file with a task entry of kind
+``plugin`` (``{"kind": "plugin", "file": "tasks.py"}``, optionally ``"task"``: one of its tasks).
 
 Running a plugin executes its code in this process, so ``load_plugin`` first asks
 ``engine.evaluation.trust``: the app runs only files the user trusted (by content hash); the command
@@ -37,7 +41,8 @@ from torch import nn
 
 from engine.errors import EngineInputError
 from engine.evaluation import trust
-from engine.evaluation.metrics import Accumulator, MetricAccumulator
+from engine.evaluation.metrics import Accumulator, MetricAccumulator, Scores
+from engine.evaluation.task_kinds import TaskEntry, TaskKind, TaskParam, register_task_kind
 from engine.evaluation.tasks import SPLITS, Split
 
 
@@ -53,6 +58,10 @@ class PluginTask:
         self._build = _required(spec, "build_model", path)
         self._data_fn = _required(spec, "data", path)
         self._metric = spec.get("metric")
+        self._metric_name = str(spec.get("metric_name") or "accuracy")
+        self._higher_is_better = spec.get("higher_is_better", True)
+        if not isinstance(self._higher_is_better, bool):
+            raise EngineInputError(f"HIGHER_IS_BETTER of task '{self.name}' must be True or False", path=str(path))
         self._splits = tuple(spec.get("splits") or SPLITS)
         self._data: dict[str, Split] = {}
         self._module: nn.Module | None = None
@@ -119,10 +128,11 @@ class PluginTask:
             self._module = self.build_model({k: v.detach() for k, v in params.items()}, inputs.device)
         return torch.func.functional_call(self._module.to(inputs.device), dict(params), (inputs,), strict=False)
 
-    def accumulator(self) -> Accumulator | MetricAccumulator:
+    def accumulator(self) -> "CheckedAccumulator | MetricAccumulator":
         if self._metric is None:
-            return Accumulator()
-        return MetricAccumulator(lambda outputs, labels: self._call("metric", self._metric, outputs, labels))
+            return CheckedAccumulator(self)
+        return MetricAccumulator(lambda outputs, labels: self._call("metric", self._metric, outputs, labels),
+                                 self._metric_name, self._higher_is_better)
 
     def expected_names(self) -> list[str]:
         """The tensors the expert checkpoint holds (the runner loads them to score the expert)."""
@@ -133,6 +143,34 @@ class PluginTask:
 
     def fingerprint(self) -> str:
         return hashlib.blake2b(f"{self.name}|{self._identity}".encode(), digest_size=12).hexdigest()
+
+
+class CheckedAccumulator:
+    """Classification accuracy for a plugin without ``metric()``, after checking that its outputs are
+    [batch, classes] logits and its labels class indices (an error naming the plugin file otherwise)."""
+
+    def __init__(self, task: PluginTask):
+        self.task = task
+        self.inner = Accumulator()
+
+    def add(self, outputs: Any, labels: torch.Tensor) -> None:
+        problem = None
+        if not isinstance(outputs, torch.Tensor) or outputs.dim() != 2 or not outputs.is_floating_point():
+            shape = tuple(outputs.shape) if isinstance(outputs, torch.Tensor) else type(outputs).__name__
+            problem = f"its model returned {shape}, not [batch, classes] logits"
+        elif labels.dim() != 1 or labels.is_floating_point() or len(labels) != len(outputs):
+            problem = f"its labels are {labels.dtype} {tuple(labels.shape)}, not one class index per input"
+        elif len(labels) and not (0 <= int(labels.min()) and int(labels.max()) < outputs.shape[1]):
+            problem = (f"its labels run {int(labels.min())}…{int(labels.max())}, outside the {outputs.shape[1]} "
+                       "classes of the outputs")
+        if problem:
+            raise EngineInputError(f"task '{self.task.name}' defines no metric(), so it is scored as classification, "
+                                   f"but {problem}; define metric(outputs, labels) (see docs/plugins.md)",
+                                   path=str(self.task.path))
+        self.inner.add(outputs, labels)
+
+    def result(self) -> Scores:
+        return self.inner.result()
 
 
 def _required(spec: Mapping[str, Any], key: str, path: Path) -> Callable:
@@ -164,6 +202,8 @@ def load_plugin(path: str | Path) -> list[PluginTask]:
     else:
         specs = [{"name": getattr(module, "NAME", None), "build_model": getattr(module, "build_model", None),
                   "data": getattr(module, "data", None), "metric": getattr(module, "metric", None),
+                  "metric_name": getattr(module, "METRIC_NAME", None),
+                  "higher_is_better": getattr(module, "HIGHER_IS_BETTER", True),
                   "classes": getattr(module, "CLASSES", None), "expert": getattr(module, "EXPERT", None),
                   "splits": getattr(module, "SPLITS", None)}]
     tasks = [PluginTask(p, spec) for spec in specs]
@@ -171,3 +211,27 @@ def load_plugin(path: str | Path) -> list[PluginTask]:
     if len(set(names)) != len(names):
         raise EngineInputError(f"the plugin defines two tasks with the same name ({', '.join(names)})", path=str(p))
     return tasks
+
+
+def _build_plugin(entry: TaskEntry) -> list[PluginTask]:
+    tasks = load_plugin(entry.values["file"])
+    wanted = entry.values.get("task")
+    if wanted is None:
+        return tasks
+    chosen = [t for t in tasks if t.name == wanted]
+    if not chosen:
+        raise entry.error(f"the plugin has no task '{wanted}' (it has {', '.join(t.name for t in tasks)})",
+                          entry.values["file"])
+    return chosen
+
+
+PLUGIN = register_task_kind(TaskKind(
+    "plugin", "Plugin (Python)",
+    "Tasks defined by a Python file: model builder, data and metric (runs only when trusted).",
+    params=(
+        TaskParam("file", "path", None, "the plugin .py file (see docs/plugins.md)", required=True),
+        TaskParam("task", "str", None, "only this task of the file (default: all of them)"),
+    ),
+    build=_build_plugin, data="whatever the plugin's data() returns", model="whatever the plugin's build_model() "
+    "takes", metrics=("accuracy", "loss", "entropy"), named=False,
+))

@@ -12,6 +12,12 @@ and turns a state dict into a model:
 The state dict a task receives holds the merged tensors only (a zoo backbone); tensors the task keeps
 for itself (its classification head) are added by the task. ``ClassifierTask`` implements the
 protocol for any classifier given a network skeleton, fixed head tensors and a data file.
+
+Optional, for tasks that are not plain classification (``engine.evaluation.lm_tasks`` and others):
+``accumulator()`` (how outputs are scored; ``engine.evaluation.metrics``), ``notes(split)`` (what a
+result should say about the data, such as cut texts) and ``max_batch_size(device)`` (examples per
+batch within the task's memory budget). Tasks come from the task kinds a suite manifest declares
+(``engine.evaluation.task_kinds``).
 """
 
 from __future__ import annotations

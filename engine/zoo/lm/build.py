@@ -8,8 +8,10 @@ Steps (one progress bar across all of them, cancellable between optimizer steps)
 3. pre-train a small Llama base on all domains → ``base/``;
 4. fine-tune one full expert per domain but ``logs`` → ``experts/DOMAIN/``, and train a LoRA adapter
    (q/v projections) on ``logs`` → ``lora/logs/``;
-5. measure every model's held-out perplexity per domain, write ``lm-zoo.json`` (the manifest) and
-   ``demo.json`` (base + experts + LoRA → TIES → Save).
+5. measure every model's held-out perplexity per domain, write ``lm-zoo.json`` (the manifest),
+   ``suite.json`` (the evaluation suite: per domain a ``text-perplexity``, a ``multiple-choice`` and a
+   ``generation`` task over the held-out files, each with its domain's expert) and ``demo.json``
+   (base + experts + LoRA → TIES → Save, and the merge, the base and the experts → Evaluate on the suite).
 
 Written into a temporary sibling folder and renamed into place at the end. Same seed and size → the
 same tensors (CPU, torch on 2 threads, same library versions).
@@ -86,7 +88,7 @@ LM_SIZES: dict[str, LmZooSize] = {
         train_chars=40_000, held_out_chars=6_000,
         pretrain=Schedule(100, 3e-3, batch=8, warmup=10),
         finetune=Schedule(40, 2e-3, batch=8, warmup=5), lora=Schedule(40, 8e-3, batch=8, warmup=5), lora_rank=4,
-        eval_blocks=8, choice_items=20, generate_items=10, shard_size="200KB"),
+        eval_blocks=8, choice_items=10, generate_items=5, shard_size="200KB"),
 }
 
 
@@ -99,8 +101,31 @@ def _write_jsonl(path: Path, rows: list[dict]) -> None:
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
 
 
+def evaluation_suite(domains: list[str], experts: list[str], data_files: dict[str, dict[str, dict[str, str]]],
+                     spec: LmZooSize) -> dict[str, Any]:
+    """The suite manifest: per domain its perplexity, multiple-choice and generation tasks (val and test
+    files; the domain's full expert as the reference). Perplexity scores the same blocks as the
+    build's own figures (``spec.eval_blocks`` blocks of ``spec.length`` tokens)."""
+    tasks = []
+    for d in domains:
+        files = data_files[d]
+        expert = {"expert": f"experts/{d}"} if d in experts else {}
+        tasks += [
+            {"name": d, "kind": "text-perplexity", "description": corpus.DOMAINS[d].description,
+             "data": files["text"], "block_size": spec.length, "max_tokens": spec.length * spec.eval_blocks, **expert},
+            {"name": f"{d}-choice", "kind": "multiple-choice", "description": f"{d}: pick the true next line",
+             "data": files["multiple_choice"], **expert},
+            {"name": f"{d}-complete", "kind": "generation", "description": f"{d}: complete a line",
+             "data": files["generation"], "max_new_tokens": 24, "stop": ["\n"], "match": "exact", **expert},
+        ]
+    return {"format": "weightsmith-suite", "version": 1, "name": "lm-zoo",
+            "description": "The LM demo's held-out data per domain: perplexity, multiple choice, line completion.",
+            "base": "base", "tasks": tasks}
+
+
 def demo_recipe(experts: list[str], lora: str | None, method: dict[str, Any]) -> dict[str, Any]:
-    """The ready recipe: base + every expert (and the LoRA adapter) → one merge → Save ``merged/``."""
+    """The ready recipe: base + every expert (and the LoRA adapter) → one merge → Save ``merged/``; the
+    merge, the base and every full expert → Evaluate on ``suite.json``."""
     nodes = [{"id": "base", "type": "checkpoint", "params": {"path": "base"}}]
     nodes += [{"id": e, "type": "checkpoint", "params": {"path": f"experts/{e}"}} for e in experts]
     inputs = list(experts)
@@ -108,10 +133,12 @@ def demo_recipe(experts: list[str], lora: str | None, method: dict[str, Any]) ->
         nodes.append({"id": f"{lora}_lora", "type": "checkpoint", "params": {"path": f"lora/{lora}"}})
         inputs.append(f"{lora}_lora")
     nodes += [{"id": "merge", "type": "merge", "params": method},
-              {"id": "save", "type": "save", "params": {"path": "merged", "dtype": "fp32", "shard_size": "2MB"}}]
+              {"id": "save", "type": "save", "params": {"path": "merged", "dtype": "fp32", "shard_size": "2MB"}},
+              {"id": "evaluate", "type": "evaluate", "params": {"suite": "suite.json", "split": "test"}}]
     edges = [{"from": "base", "to": "merge", "port": "base"}]
     edges += [{"from": n, "to": "merge", "port": "models"} for n in inputs]
     edges.append({"from": "merge", "to": "save", "port": "model"})
+    edges += [{"from": n, "to": "evaluate", "port": "models"} for n in ("merge", "base", *experts)]
     return {"format": "weightsmith-recipe", "version": 1, "name": "lm-zoo-demo", "nodes": nodes, "edges": edges}
 
 
@@ -238,13 +265,15 @@ def build_lm_zoo(directory: str | Path | None = None, *, size: str = "default", 
             "experts": {d: {"path": f"experts/{d}", "domain": d, "kind": "full"} for d in experts},
             "lora": {lora_name: {"path": f"lora/{LORA_DOMAIN}", "domain": LORA_DOMAIN, "kind": "lora",
                                  "rank": spec.lora_rank, "target_modules": list(LORA_TARGETS)}},
-            "demo": "demo.json",
+            "suite": "suite.json", "demo": "demo.json",
             "build": {"size": size, "seed": seed, "sizes": spec.to_json(), "torch": torch.__version__,
                       "threads": THREADS, "weightsmith": engine.__version__,
                       "perplexity": {"block": spec.length, "blocks": spec.eval_blocks, "models": ppl}},
         }
         manifest["build"]["seconds"] = round(time.perf_counter() - start, 1)
         (tmp / "lm-zoo.json").write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
+        (tmp / "suite.json").write_text(json.dumps(evaluation_suite(domains, experts, data_files, spec), indent=1)
+                                        + "\n", encoding="utf-8")
         (tmp / "demo.json").write_text(json.dumps(demo_recipe(experts, LORA_DOMAIN, DEMO_METHOD), indent=1) + "\n",
                                        encoding="utf-8")
         step("done")
