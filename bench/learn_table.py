@@ -12,7 +12,6 @@ accuracy is reported, as in ``bench/zoo_table.py``; prints one JSON object.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import tempfile
@@ -22,33 +21,16 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch  # noqa: E402
-
-from bench.zoo_table import markdown, method_recipe, row  # noqa: E402
+from bench.zoo_table import markdown, merge_run, method_recipe, row, table_command  # noqa: E402
 from engine.evaluation import load_suite  # noqa: E402
-from engine.evaluation.recipe import RecipeEvaluator  # noqa: E402
-from engine.evaluation.runner import EvalCache  # noqa: E402
-from engine.graph import Recipe  # noqa: E402
 from engine.learn import learn_adamerging, learn_atlas, learn_fisher, learn_regmean  # noqa: E402
-from engine.zoo import default_zoo_dir  # noqa: E402
 
 ALPHAS = (0.1, 0.3, 0.6, 0.9, 1.0)
 
 
-def merge_run(runner: RecipeEvaluator, recipe: Recipe, split: str) -> dict[str, Any]:
-    return runner.run(recipe, split=split, models=["merge"])["runs"][0]
-
-
 def main() -> None:
     """Learn every method, score it, print (and optionally write) the rows."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--zoo", type=Path, default=default_zoo_dir())
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--out", type=Path)
-    parser.add_argument("--markdown", type=Path)
-    args = parser.parse_args()
-    torch.set_num_threads(1)
-    runner = RecipeEvaluator(device=args.device, cache=EvalCache())
+    args, runner = table_command(__doc__.splitlines()[0])
     tasks = load_suite(args.zoo / "zoo.json")
     start_recipe = method_recipe(args.zoo, "task_arithmetic", {"lambda": 0.3})
     table: dict[str, Any] = {"task_arithmetic (lambda 0.3)": row(merge_run(runner, start_recipe, "test"))}

@@ -29,7 +29,6 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import engine.evaluation.recipe  # noqa: E402,F401 (registers the Evaluate node)
 from bench.synthetic import make_models  # noqa: E402
 from engine.graph import Recipe  # noqa: E402
 from engine.live import LiveLoop, LiveSession  # noqa: E402

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from engine.evaluation.recipe import RecipeEvaluator  # noqa: E402
+from engine.evaluation import EvaluationService  # noqa: E402
 from engine.evaluation.runner import EvalCache  # noqa: E402
 from engine.graph import Recipe  # noqa: E402
 from engine.methods import Requirement, all_methods  # noqa: E402
@@ -55,19 +55,33 @@ def grid_for(spec) -> list[dict[str, Any]]:
             if (p.min is None or v >= p.min) and (p.max is None or v <= p.max)]
 
 
-def score(runner: RecipeEvaluator, zoo: Path, spec, params: dict[str, Any], split: str,
+def score(runner: EvaluationService, zoo: Path, spec, params: dict[str, Any], split: str,
           tasks: list[str]) -> dict[str, Any]:
     """The merge's run; for per-task methods, task i's row comes from the model built with ``task=i``."""
     if "task" not in {p.name for p in spec.params}:
-        return _merge_run(runner, method_recipe(zoo, spec.name, params), split)
-    rows = {t: _merge_run(runner, method_recipe(zoo, spec.name, {**params, "task": i}), split)["tasks"][t]
+        return merge_run(runner, method_recipe(zoo, spec.name, params), split)
+    rows = {t: merge_run(runner, method_recipe(zoo, spec.name, {**params, "task": i}), split)["tasks"][t]
             for i, t in enumerate(tasks)}
     return {"tasks": rows, "average": {k: sum(r[k] for r in rows.values()) / len(rows)
                                        for k in ("accuracy", "normalized_accuracy")}}
 
 
-def _merge_run(runner: RecipeEvaluator, recipe: Recipe, split: str) -> dict[str, Any]:
-    return runner.run(recipe, split=split, models=["merge"])["runs"][0]
+def merge_run(runner: EvaluationService, recipe: Recipe, split: str) -> dict[str, Any]:
+    """The run of the recipe's ``merge`` node on ``split``."""
+    return runner.evaluate(recipe, split=split, models=["merge"])["runs"][0]
+
+
+def table_command(description: str) -> tuple[argparse.Namespace, EvaluationService]:
+    """The table scripts' command line (``--zoo``, ``--device``, ``--out``, ``--markdown``), parsed, and the
+    evaluation service they score with (one CPU thread, one cache)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--zoo", type=Path, default=default_zoo_dir())
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--out", type=Path)
+    parser.add_argument("--markdown", type=Path)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    return args, EvaluationService(device=args.device, cache=EvalCache())
 
 
 def row(run: dict[str, Any]) -> dict[str, Any]:
@@ -79,17 +93,10 @@ def row(run: dict[str, Any]) -> dict[str, Any]:
 
 def main() -> None:
     """Run the table and print (and optionally write) it."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--zoo", type=Path, default=default_zoo_dir())
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--out", type=Path)
-    parser.add_argument("--markdown", type=Path)
-    args = parser.parse_args()
-    torch.set_num_threads(1)
-    runner = RecipeEvaluator(device=args.device, cache=EvalCache())
+    args, runner = table_command(__doc__.splitlines()[0])
     n_models = len(json.loads((args.zoo / "zoo.json").read_text())["tasks"])
 
-    refs = {r["name"]: r for r in runner.run(method_recipe(args.zoo, "task_arithmetic", {}), split="test")["runs"]}
+    refs = {r["name"]: r for r in runner.evaluate(method_recipe(args.zoo, "task_arithmetic", {}), split="test")["runs"]}
     tasks = list(refs["base"]["tasks"])
     table: dict[str, Any] = {
         "pre-trained": row(refs["base"]),

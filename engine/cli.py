@@ -16,27 +16,11 @@ from typing import Any
 
 from engine import __version__
 from engine.errors import Cancelled, EngineInputError
+from engine.runtime.formatting import human_bytes, human_count
 from engine.runtime.progress import Progress
 
 
-
 # ---- output helpers ---------------------------------------------------------------------------
-def human_bytes(n: float) -> str:
-    """1536 → '1.5 KB' (decimal units)."""
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} TB"
-
-
-def human_count(n: int) -> str:
-    for unit, div in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
-        if n >= div:
-            return f"{n / div:.2f}{unit}"
-    return str(n)
-
-
 class TerminalProgress:
     """A one-line progress bar on a terminal's stderr; silent when stderr is not a terminal."""
 
@@ -121,13 +105,17 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def _run(recipe, args: argparse.Namespace) -> int:
-    from engine.graph import run_recipe
+    """Run every output of the recipe (Save and Evaluate nodes) once."""
+    from engine.evaluation import EvaluationService
+    from engine.graph import RunOptions, run_recipe
 
     bar = TerminalProgress()
     try:
-        result = run_recipe(recipe, device=args.device, progress=bar, force=args.force)
+        result = run_recipe(recipe, device=args.device, progress=bar, scorer=EvaluationService(device=args.device),
+                            options=RunOptions(force=args.force))
     finally:
         bar.finish()
+    _print_runs(result.evaluations)
     for w in result.warnings:
         print(f"warning: {w}", file=sys.stderr)
     for nid, path in result.outputs.items():
@@ -177,15 +165,16 @@ def cmd_extract_lora(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from engine.graph import Recipe
+    from engine.graph import Recipe, nodes_of
+    from engine.graph.node_kinds import SAVE
 
     recipe = Recipe.load(args.recipe)
     if args.out:
-        saves = [n for n in recipe.nodes.values() if n.type == "save"]
+        saves = nodes_of(recipe, SAVE)
         if len(saves) != 1:
             raise EngineInputError(f"--out needs exactly one Save node in the recipe, it has {len(saves)}",
                                    path=args.recipe)
-        saves[0].params["path"] = str(Path(args.out).resolve())
+        recipe.nodes[saves[0]].params["path"] = str(Path(args.out).resolve())
     return _run(recipe, args)
 
 
@@ -243,21 +232,26 @@ def cmd_export_mergekit(args: argparse.Namespace) -> int:
 
 # ---- evaluation, sweeps and the demo zoo (engine.evaluation, engine.zoo) ----------------------------
 def _print_runs(runs: list[dict[str, Any]]) -> None:
-    """A compact table: one row per evaluated model, accuracy per task, then the averages."""
+    """A compact table: one row per evaluated model, each task's primary metric (its name and direction in
+    the second header row: accuracy, perplexity, …), then the averages."""
     if not runs:
         return
     tasks = list(runs[0]["tasks"])
+    primary = {t: runs[0]["tasks"][t].get("primary", "accuracy") for t in tasks}
     width = max(8, *(len(r["name"]) for r in runs))
     print(f"{'model':<{width}} " + " ".join(f"{t[:9]:>9}" for t in tasks) + "   avg acc  avg norm")
+    arrows = {t: "↑" if runs[0]["tasks"][t].get("metrics", {}).get(primary[t], {}).get("higher_is_better", True)
+              else "↓" for t in tasks}
+    print(f"{'':<{width}} " + " ".join(f"{primary[t][:8] + arrows[t]:>9}" for t in tasks))
     for r in runs:
-        cells = " ".join(f"{r['tasks'][t]['accuracy']:9.3f}" for t in tasks)
+        cells = " ".join(f"{r['tasks'][t].get(primary[t], float('nan')):9.3f}" for t in tasks)
         norm = r["average"].get("normalized_accuracy")
         print(f"{r['name']:<{width}} {cells} {r['average'].get('accuracy', float('nan')):9.3f} "
               + (f"{norm:9.3f}" if norm is not None else f"{'-':>9}"))
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from engine.evaluation.recipe import evaluate_recipe, write_results
+    from engine.evaluation import evaluate_recipe, write_results
     from engine.graph import Recipe
 
     recipe = Recipe.load(args.recipe)
@@ -274,7 +268,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from engine.evaluation.recipe import parse_sweep_param, sweep, write_results
+    from engine.evaluation.sweep import parse_sweep_param, sweep, write_results
     from engine.graph import Recipe
 
     recipe = Recipe.load(args.recipe)
@@ -388,15 +382,18 @@ def _learn_suite(recipe, args: argparse.Namespace) -> Path:
     """The --suite manifest, or the suite of the recipe's first Evaluate node."""
     if args.suite:
         return Path(args.suite)
-    for node in recipe.nodes.values():
-        if node.type == "evaluate" and node.params.get("suite"):
-            return recipe.resolve_path(node.params["suite"])
+    from engine.graph import nodes_of
+    from engine.graph.node_kinds import EVALUATE
+
+    for nid in nodes_of(recipe, EVALUATE):
+        if recipe.nodes[nid].params.get("suite"):
+            return recipe.resolve_path(recipe.nodes[nid].params["suite"])
     raise EngineInputError("name the tasks to learn on with --suite (the recipe has no Evaluate node with a suite)")
 
 
 def cmd_learn(args: argparse.Namespace) -> int:
     from engine.evaluation import load_suite
-    from engine.evaluation.recipe import task_names
+    from engine.evaluation.service import task_names
     from engine.graph import Recipe
     from engine.learn import learn_adamerging, learn_atlas, learn_fisher, learn_regmean, save_recipe
 
@@ -541,7 +538,6 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``weightsmith`` console script."""
     parser = build_parser()
     args = parser.parse_args(argv)  # --help and usage errors end here, before torch is imported
-    import engine.evaluation  # noqa: F401  (registers the evaluate node type before recipes are read)
 
     logging.basicConfig(level=logging.INFO if args.verbose else logging.ERROR, format="%(levelname)s %(message)s")
     previous_policy = None
@@ -550,6 +546,8 @@ def main(argv: list[str] | None = None) -> int:
             from engine.evaluation import trust
 
             previous_policy = trust.set_policy(trust.announce_and_trust)
+        if args.func in (cmd_run, cmd_evaluate, cmd_sweep, cmd_learn):  # they load task suites
+            import engine.zoo  # noqa: F401  (registers the demo zoo's task kind, one task source among others)
         return args.func(args)
     except EngineInputError as exc:
         print(f"weightsmith: error: {exc}", file=sys.stderr)

@@ -38,6 +38,18 @@ def write_json(path: str | Path, data: Any, indent: int | None = 2) -> None:
     tmp.replace(path)
 
 
+def strict(value: Any) -> Any:
+    """``value`` with every NaN or infinite float replaced by None, so that it writes as strict JSON
+    (``json.dumps(strict(v), allow_nan=False)`` never fails on numbers and never writes a bare NaN)."""
+    if isinstance(value, float):
+        return value if value == value and value not in (float("inf"), float("-inf")) else None
+    if isinstance(value, dict):
+        return {k: strict(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict(v) for v in value]
+    return value
+
+
 _TYPE_NAMES = {dict: "an object", list: "a list", str: "text", int: "a whole number", float: "a number",
                bool: "true or false", type(None): "null"}
 

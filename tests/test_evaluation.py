@@ -12,8 +12,10 @@ from engine.cli import main
 from engine.errors import Cancelled, EngineInputError
 from engine.evaluation import Accumulator, Evaluator, average, load_suite, normalized_accuracy
 from engine.evaluation.hooks import linear_input_grams, visit_linear_inputs
-from engine.evaluation.recipe import (RecipeEvaluator, evaluate_recipe, parse_sweep_param, set_path, sweep,
-                                      sweep_csv)
+from engine.evaluation.service import EvaluationService, evaluate_recipe
+from engine.evaluation.sweep import parse_sweep_param, sweep, sweep_csv
+from engine.graph.param_path import ParamPath
+from engine.methods import get_method
 from engine.evaluation.runner import Scores, load_weights, result_table
 from engine.evaluation.suite import suite_base
 from engine.graph import GraphRun, Recipe
@@ -194,13 +196,13 @@ def test_unchanged_models_are_not_recomputed(monkeypatch):
     computed = []
     original = GraphRun.materialize
     monkeypatch.setattr(GraphRun, "materialize", lambda self, nid: computed.append(nid) or original(self, nid))
-    runner = RecipeEvaluator(device="cpu")
+    runner = EvaluationService(device="cpu")
     recipe = _demo()
-    runner.run(recipe)
+    runner.evaluate(recipe)
     assert len(computed) == len(recipe.inputs("evaluate", "models"))
     computed.clear()
     recipe.set_param("merge", "lambda", 0.5)
-    runner.run(recipe)
+    runner.evaluate(recipe)
     assert computed == ["merge"]
 
 
@@ -227,24 +229,32 @@ def test_one_and_two_dimensional_sweeps():
     base_avg = next(r for r in result["references"] if r["name"] == "base")["average"]["accuracy"]
     assert result["points"][0]["runs"][0]["average"]["accuracy"] == pytest.approx(base_avg)  # λ = 0 is the base
 
-    grid = sweep(_demo(), [("merge.lambda", 0.1, 0.3, 2), ("merge.weight.digits", 0.0, 2.0, 2)], device="cpu", quick=1)
+    grid = sweep(_demo(), [("merge.lambda", 0.1, 0.3, 2), ("merge.weight:digits", 0.0, 2.0, 2)], device="cpu", quick=1)
     assert [tuple(p["values"].values()) for p in grid["points"]] == [(0.1, 0.0), (0.1, 2.0), (0.3, 0.0), (0.3, 2.0)]
     rows = sweep_csv(grid).strip().splitlines()
-    assert rows[0] == "merge.lambda,merge.weight.digits,run,task,accuracy,normalized_accuracy,loss,entropy,accuracy_stderr"
+    header = rows[0].split(",")
+    assert header[:7] == ["merge.lambda", "merge.weight:digits", "run", "task", "accuracy", "normalized_accuracy",
+                          "normalized_score"]
+    assert {"loss", "entropy", "accuracy_stderr"} <= set(header) and "expert_accuracy" in header
     assert len(rows) == 1 + 4 * (len(load_suite(reduced_zoo())) + 1)
 
 
 def test_sweep_parameter_parsing_and_per_model_paths():
-    assert parse_sweep_param("merge.lambda=0:1:11") == ("merge.lambda", 0.0, 1.0, 11)
-    for bad in ("merge.lambda", "lambda=0:1:3", "merge.lambda=0:1", "merge.lambda=a:b:c"):
+    assert parse_sweep_param("merge.lambda=0:1:11") == (ParamPath("lambda", None, "merge"), 0.0, 1.0, 11)
+    assert parse_sweep_param("llama-3.1.weight:e.2=0:1:2")[0] == ParamPath("weight", "e.2", "llama-3.1")
+    for bad in ("merge.lambda", "lambda=0:1:3", "merge.lambda=0:1", "merge.lambda=a:b:c", ".lambda=0:1:2",
+                "merge.weight:=0:1:2"):
         with pytest.raises(EngineInputError):
             parse_sweep_param(bad)
     recipe = _demo()
-    set_path(recipe, "merge.weight.shapes", 0.25)
+    ParamPath.parse("merge.weight:shapes").apply(recipe, 0.25)
     weights = recipe.nodes["merge"].params["weight"]
     assert weights["shapes"] == 0.25 and weights["digits"] == 1.0
-    with pytest.raises(EngineInputError):
-        set_path(recipe, "merge.weight.nobody", 1.0)
+    assert ParamPath.parse("weight:shapes", node="merge").get(
+        get_method(recipe.nodes["merge"].params["method"]).params, recipe.nodes["merge"].params, recipe.inputs("merge", "models")) == 0.25
+    for bad in ("merge.weight:nobody", "merge.lambda:digits", "merge.nothing"):
+        with pytest.raises(EngineInputError):
+            ParamPath.parse(bad).apply(recipe, 1.0)
 
 
 # ---------------------------------------------------------------- the CLI
@@ -270,9 +280,11 @@ def test_cli_zoo_build(tmp_path, capsys):
     assert "demo recipe" in capsys.readouterr().out
 
 
-def test_importing_the_package_registers_the_evaluate_node():
+def test_the_evaluate_node_exists_without_importing_the_evaluation_engine():
     import subprocess
     import sys
 
-    code = "import engine.evaluation\nfrom engine.graph import get_node_type\nget_node_type('evaluate')\n"
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
+    code = ("import sys\nfrom engine.graph import node_kind\nassert node_kind('evaluate').sink\n"
+            "assert 'engine.evaluation' not in sys.modules, 'an import side effect'\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

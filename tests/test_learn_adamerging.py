@@ -9,7 +9,7 @@ import torch
 
 from engine.errors import Cancelled, EngineInputError
 from engine.evaluation import load_suite
-from engine.evaluation.recipe import RecipeEvaluator
+from engine.evaluation import EvaluationService
 from engine.graph import Recipe, materialize, validate
 from engine.learn import learn_adamerging, learn_atlas
 from engine.learn.adamerging import mean_entropy
@@ -34,7 +34,7 @@ def zoo():
 
 
 def _accuracy(recipe: Recipe) -> float:
-    return RecipeEvaluator(device="cpu").run(recipe, models=["merge"], split="test")["runs"][0]["average"]["accuracy"]
+    return EvaluationService(device="cpu").evaluate(recipe, models=["merge"], split="test")["runs"][0]["average"]["accuracy"]
 
 
 def test_layer_groups_and_their_filters():

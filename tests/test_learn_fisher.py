@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from engine.errors import Cancelled
+from engine.errors import Cancelled, EngineInputError
 from engine.evaluation import load_suite
 from engine.evaluation.runner import load_weights
 from engine.graph import Recipe, materialize
@@ -15,7 +15,7 @@ from engine.graph.build import simple_merge_recipe
 from engine.learn import learn_fisher
 from engine.learn.fisher import diagonal_fisher
 from engine.learn.statistics import write_statistics
-from engine.methods.data_merge import statistics_key
+from engine.graph.statistics_files import statistics_key
 from engine.runtime import CancelToken
 from zoo_helpers import reduced_zoo, single_thread
 
@@ -54,6 +54,19 @@ def test_unequal_fishers_pull_each_weight_towards_the_confident_model(tmp_path, 
     assert torch.allclose(merged["model.norm.weight"], expected, atol=1e-6)
     no_fisher = (models[0]["model.embed_tokens.weight"] + models[1]["model.embed_tokens.weight"]) / 2
     assert torch.allclose(merged["model.embed_tokens.weight"], no_fisher, atol=1e-6)  # no Fisher: the average
+
+
+def test_statistics_file_problems_name_the_file(tmp_path, tiny_models):
+    paths = [tiny_models["e1"], tiny_models["e2"]]
+    tensors = {statistics_key(k, "model.norm.weight"): torch.ones(8) for k in ("e1", "e2")}
+    bad = write_statistics(tmp_path / "bad.safetensors", "fisher", ["e1", "e2"], tensors, {"fisher_norms": "{oops"})
+    with pytest.raises(EngineInputError, match="malformed metadata") as info:
+        materialize(simple_merge_recipe("fisher", paths, params={"statistics": str(bad)}), "merge", device="cpu")
+    assert str(bad) in str(info.value)
+    no_norms = write_statistics(tmp_path / "plain.safetensors", "fisher", ["e1", "e2"], tensors)
+    with pytest.raises(EngineInputError, match="no Fisher norm for e1, e2") as info:
+        materialize(simple_merge_recipe("fisher", paths, params={"statistics": str(no_norms)}), "merge", device="cpu")
+    assert str(no_norms) in str(info.value) and "tensor '" in str(info.value)
 
 
 def test_per_example_fisher_matches_autograd():

@@ -90,7 +90,7 @@ def test_regmean_on_the_zoo_reproduces_without_data(tmp_path):
     again = Recipe.load(out)
     again.add_node(Node("save", "save", {"path": "merged"}))
     again.add_edge(Edge("merge", "save", "model"))
-    written = run_recipe(again, device="cpu").outputs["save"]
+    written = run_recipe(again, device="cpu", outputs=["save"]).outputs["save"]
     on_disk = load_file(str(written / "model.safetensors"))
     in_memory = materialize(result.recipe, "merge", device="cpu")
     assert set(on_disk) == set(in_memory)

@@ -15,14 +15,16 @@ import pytest
 import torch
 from zoo_helpers import reduced_zoo, single_thread
 
-import engine.evaluation.recipe  # noqa: F401 (registers the Evaluate node)
 from engine.errors import EngineInputError
 from engine.evaluation import Evaluator
 from engine.graph import Recipe, materialize
 from engine.live import RESIDENT, STREAMING, LiveSession
-from engine.live.updaters import REFRESH_EVERY, LinearUpdater, ScaledUpdater, TiesUpdater, updater_class
+from engine.live.updaters import REFRESH_EVERY, LinearUpdater, ScaledUpdater, StagedUpdater, updater_class
 from engine.live.evaluation import tasks_for
-from engine.methods import Requirement, all_methods, get_method
+from engine.methods import MergeInputs, MethodSpec, Param, Requirement, TensorContext, all_methods, get_method
+from engine.methods import registry
+from engine.methods.base import StagedForm
+from engine.methods.params import LAMBDA, WEIGHT
 
 ATOL = 1e-5
 
@@ -89,7 +91,7 @@ def test_linear_without_base(tiny_models):
 def test_ties_reuses_masks_and_recomputes_only_changed_tensors(tiny_models):
     recipe = merge_recipe(tiny_models, {"method": "ties", "density": 0.3})
     session = LiveSession(recipe, "merge", tasks=(), device="cpu")
-    assert isinstance(session.updater, TiesUpdater)
+    assert isinstance(session.updater, StagedUpdater)
     n = len(session.resident.spans)
     session.update({"method": "ties", "density": 0.3, "lambda": 1.0})
     masks = session.updater.masks_computed
@@ -231,3 +233,115 @@ def test_quick_reports_cover_a_fixed_subset_with_standard_errors(zoo_recipe):
     assert again.tasks == quick.tasks  # the same examples every time (and cached)
     refs = session.references(full=False)
     assert set(refs) == {"base", "experts"} and set(refs["experts"]) == set(quick.tasks)
+
+
+# ---- live tuning follows what a method declares, never its name ---------------------------------------
+
+
+def _ramp_coefficients(params: dict, n: int, ctx: TensorContext, inputs: MergeInputs) -> tuple[list[float], float]:
+    """θ0 + Σ_t f·w_t·τ_t, f growing with depth and with the inputs' size (a test method's linear form)."""
+    depth = (ctx.layer + 1) / ctx.num_layers if ctx.layer is not None else 1.0
+    f = float(params["scale"]) * depth / (1.0 + 0.01 * inputs.base.numel() ** 0.5)
+    a = [f * float(w) for w in params["weight"]]
+    return a, 1.0 - sum(a)
+
+
+def _ramp(inputs: MergeInputs, params: dict, ctx: TensorContext) -> torch.Tensor:
+    a, _ = _ramp_coefficients(params, len(inputs), ctx, inputs)
+    out = inputs.base.clone()
+    for c, d in zip(a, inputs.deltas):
+        out.add_(d, alpha=c)
+    return out
+
+
+def _cut_masks(inputs: MergeInputs, params: dict, ctx: TensorContext, outs, stale) -> None:
+    for d, cut, out, redo in zip(inputs.deltas, params["cut"], outs, stale):
+        if redo:
+            torch.ge(d.abs(), float(cut), out=out)
+
+
+def _cut_sum(deltas, masks, params: dict) -> torch.Tensor:
+    out = torch.zeros_like(deltas[0])
+    for d, m, w in zip(deltas, masks, params["weight"]):
+        out.add_(d * m, alpha=float(w))
+    return out
+
+
+def _cut(inputs: MergeInputs, params: dict, ctx: TensorContext) -> torch.Tensor:
+    masks = [d.abs() >= float(c) for d, c in zip(inputs.deltas, params["cut"])]
+    return inputs.base + float(params["lambda"]) * _cut_sum(inputs.deltas, masks, params)
+
+
+def _declare(monkeypatch, spec: MethodSpec) -> MethodSpec:
+    """Register ``spec`` for this test only (engine/live is not touched)."""
+    monkeypatch.setitem(registry._METHODS, spec.name, spec)
+    return spec
+
+
+def test_a_new_method_declaring_a_linear_form_moves_by_multiply_adds(tiny_models, monkeypatch):
+    name = _declare(monkeypatch, MethodSpec(
+        name="test_depth_ramp", label="Depth ramp (test)", family="test", summary="a test method",
+        params=(WEIGHT, Param("scale", "float", 1.0, "overall factor", min=-5.0, max=5.0)),
+        merge=_ramp, contextual_linear=_ramp_coefficients)).name
+    stats = check_sequence(tiny_models, [{"method": name}, {"method": name, "scale": 0.4},
+                                         {"method": name, "scale": 0.4, "weight": [1.0, 2.0, 0.5]}])
+    assert updater_class(get_method(name), True) is LinearUpdater
+    assert [s.kind for s in stats] == ["full", "incremental", "incremental"]
+
+
+def test_a_new_method_declaring_a_staged_form_caches_its_masks(tiny_models, monkeypatch):
+    name = _declare(monkeypatch, MethodSpec(
+        name="test_cut", label="Cut (test)", family="test", summary="a test method",
+        params=(WEIGHT, Param("cut", "float", 0.1, "smallest kept |τ|", min=0.0, max=1.0, per_model=True), LAMBDA),
+        merge=_cut, staged=StagedForm(mask_key=lambda params, t, ctx: float(params["cut"][t]), masks=_cut_masks,
+                                      combine=_cut_sum))).name
+    session = LiveSession(merge_recipe(tiny_models, {"method": name}), "merge", tasks=(), device="cpu")
+    assert isinstance(session.updater, StagedUpdater)
+    n = len(session.resident.spans)
+    steps = [({"method": name}, "full", 3 * n),
+             ({"method": name, "lambda": 0.4}, "incremental", 3 * n),  # λ only: one multiply-add, masks kept
+             ({"method": name, "lambda": 0.4, "weight": [1.0, 2.0, 0.5]}, "full", 3 * n),  # masks kept
+             ({"method": name, "lambda": 0.4, "weight": [1.0, 2.0, 0.5], "cut": {"e1": 0.2}}, "full", 4 * n)]
+    for params, kind, masks in steps:
+        assert session.update(params).kind == kind
+        assert session.updater.masks_computed == masks, params  # only e1's masks follow its new cut
+        assert max_error(session, merge_recipe(tiny_models, params)) < ATOL
+
+
+def test_the_ties_staged_form_splits_tied_magnitudes_like_the_merge():
+    spec = get_method("ties")
+    base = torch.zeros(4, 5)
+    tied = torch.tensor([1.0, 1.0, 1.0, 1.0, -1.0] * 4).view(4, 5)  # 20 equal magnitudes at the cut
+    deltas = [tied, torch.randn(4, 5, generator=torch.Generator().manual_seed(0)), torch.full((4, 5), 0.5)]
+    inputs = MergeInputs(base, ["a", "b", "c"], deltas=deltas)
+    ctx = TensorContext("x", None, 1, torch.device("cpu"))
+    for tie_break, kept in (("keep_all", [20, 6, 20]), ("mergekit", [6, 6, 6])):
+        params = {"weight": [1.0] * 3, "density": [0.3] * 3, "lambda": 1.0, "normalize": True, "scope": "tensor",
+                  "tie_break": tie_break}
+        masks = [torch.zeros(4, 5, dtype=torch.bool) for _ in deltas]
+        spec.staged.masks(inputs, params, ctx, masks, [True] * 3)
+        assert [int(m.sum()) for m in masks] == kept
+        assert torch.allclose(spec.merge(inputs, params, ctx), base + spec.staged.combine(deltas, masks, params))
+
+
+def test_a_time_budget_sizes_a_fixed_quick_subset(zoo_recipe):
+    """With a budget the quick subset is sized once from measured scoring times (a multiple of the
+    probe), stays the same for every later value, and the experts are scored on those examples too."""
+    from engine.live.evaluation import PROBE_EXAMPLES
+
+    with single_thread():
+        tiny = LiveSession(zoo_recipe, "merge", device="cpu", quick_budget_s=1e-6)
+        tiny.update({"method": "task_arithmetic", "lambda": 0.4})
+        first = tiny.evaluate(full=False)
+        assert set(first.examples.values()) == {PROBE_EXAMPLES}
+        roomy = LiveSession(zoo_recipe, "merge", device="cpu", quick_budget_s=30.0)
+        roomy.update({"method": "task_arithmetic", "lambda": 0.4})
+        sized = roomy.evaluate(full=False).examples
+        roomy.update({"method": "task_arithmetic", "lambda": 0.9})
+        again = roomy.evaluate(full=False)
+        refs = roomy.references(full=False)
+    full = {t.name: len(t.data(roomy.evaluator.split)) for t in roomy.evaluator.tasks}
+    assert sized == again.examples == full  # a generous budget covers whole splits
+    for task, row in again.tasks.items():
+        assert row["n"] == sized[task]
+    assert set(refs["experts"]) == set(full)

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 from zoo_helpers import reduced_zoo, single_thread
 
-import engine.evaluation.recipe  # noqa: F401 (registers the Evaluate node)
 from engine.errors import Cancelled
 from engine.graph import Recipe
 from engine.live import FULL, QUICK, Axis, LiveLoop, LiveSession, LoopJob, linspace, sweep

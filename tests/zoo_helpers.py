@@ -40,3 +40,13 @@ class single_thread:
 
     def __exit__(self, *exc: object) -> None:
         torch.set_num_threads(self._threads)
+
+
+@lru_cache(maxsize=None)
+def reduced_lm_zoo(seed: int = 0) -> Path:
+    """The folder of a reduced LM domains zoo built with ``seed`` (built on first use, seconds)."""
+    from engine.zoo.lm import build_lm_zoo
+
+    root = Path(tempfile.mkdtemp(prefix="ws-lm-zoo-"))
+    atexit.register(shutil.rmtree, root, True)
+    return build_lm_zoo(root / "lm-zoo", size="reduced", seed=seed).parent

@@ -1,9 +1,9 @@
 """Where analyses get their task vectors: one tensor name at a time, never the whole model at once.
 
-``task_vectors(recipe, node_id)`` streams the inputs of a merge node through the graph executor (any
-checkpoint format, task-vector and scale nodes upstream); ``from_state_dicts`` wraps tensors already in
-memory (tests, a live session's buffers). Both yield ``TensorDeltas``: the tensor's name, its layer,
-θ0 and one task vector per input model, fp32.
+``task_vectors(recipe, node_id)`` streams the inputs of a merge node through the graph's input loader
+(``engine.graph.resident_inputs``: any checkpoint format, task-vector and scale nodes upstream);
+``from_state_dicts`` wraps tensors already in memory (tests, a live session's buffers). Both yield
+``TensorDeltas``: the tensor's name, its layer, θ0 and one task vector per input model, fp32.
 """
 
 from __future__ import annotations
@@ -15,8 +15,10 @@ import torch
 
 from engine.checkpoints import layer_index, num_layers
 from engine.errors import EngineInputError
-from engine.graph import GraphRun, Recipe
-from engine.runtime import CancelToken, ProgressTracker
+from engine.graph import Recipe
+from engine.graph.node_kinds import MERGE
+from engine.graph.resident_inputs import input_run, stream_inputs
+from engine.runtime import CancelToken
 from engine.runtime.progress import ProgressCallback
 
 
@@ -42,22 +44,12 @@ def task_vectors(recipe: Recipe, node_id: str, *, device: str | torch.device = "
     """Stream a merge node's task vectors (its models minus its base), tensor by tensor; with
     ``with_merged`` also the node's merged tensor (after the method's statistics pass, if it has one)."""
     node = recipe.node(node_id)
-    if node.type != "merge" or not recipe.inputs(node_id, "base"):
+    if node.kind is not MERGE or not recipe.inputs(node_id, "base"):
         raise EngineInputError(f"'{node_id}' must be a merge node with a base to analyse its task vectors")
-    with GraphRun(recipe, device=device, progress=progress, cancel=cancel) as run:
-        if with_merged:
-            run.gather_statistics([node_id])
-        infos = [i for i in run.tensor_infos(node_id) if i.dtype.is_floating_point]
-        names = [i.name for i in infos]
-        layers = num_layers(names)
-        tracker = ProgressTracker(progress, "analysing", len(names))
-        if not names:
-            return
-        for name in run.stream(names, run.checkpoints_for([node_id])):
-            inputs, _, _ = run.merge_inputs(node_id, name)
-            merged = run.value(node_id, name) if with_merged else None
-            yield TensorDeltas(name, layer_index(name), layers, inputs.base, list(inputs.deltas), merged)
-            tracker.advance(message=name)
+    with input_run(recipe, node_id, device=device, progress=progress, cancel=cancel) as run:
+        for item in stream_inputs(run, node_id, merged=with_merged, phase="analysing"):
+            yield TensorDeltas(item.name, item.layer, item.num_layers, item.inputs.base, list(item.inputs.deltas),
+                               item.merged)
 
 
 def from_state_dicts(base: Mapping[str, torch.Tensor],

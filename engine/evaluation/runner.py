@@ -5,7 +5,8 @@ model key (checkpoint file identity, a recipe subgraph hash, or a content finger
 models (the base, the experts) are scored once. ``quick=N`` scores only the first N batches of each
 split — a fixed subset, for live tuning — with the accuracy's standard error; the full split is the
 default. Progress goes through a ``ProgressTracker`` (one step per batch) and a ``CancelToken`` is
-polled between batches.
+polled between batches. A task may bound the batch size (``max_batch_size(device)``, from its memory
+budget) and add notes to its scores (``notes(split)``: cut texts, a dtype fallback).
 """
 
 from __future__ import annotations
@@ -13,16 +14,19 @@ from __future__ import annotations
 import hashlib
 from collections import OrderedDict
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence, Union
 
 import torch
 
 from engine.checkpoints import open_checkpoint
 from engine.errors import EngineInputError
-from engine.evaluation.metrics import Scores, accumulator_for, average, normalized_accuracy
+from engine.evaluation.metrics import Scores, accumulator_for, average, normalized_accuracy, normalized_score
 from engine.evaluation.tasks import Task
 from engine.runtime import CancelToken, ProgressTracker, resolve_device
 from engine.runtime.progress import ProgressCallback
+
+
+Quick = Union[int, Mapping[str, int], None]  # a fixed subset: N first batches, or examples per task name
 
 
 class EvalCache:
@@ -96,49 +100,76 @@ class Evaluator:
             self._resident[key] = (data.inputs.to(self.device), data.labels.to(self.device))
         return self._resident[key]
 
-    def _batches(self, task: Task, split: str, quick: int | None) -> int:
-        n = len(self._split(task, split)[1])
-        total = -(-n // self.batch_size)
-        return min(total, quick) if quick else total
+    def batch_size_for(self, task: Task) -> int:
+        """The evaluator's batch size, or less when the task's memory budget says so (``max_batch_size``)."""
+        limit = getattr(task, "max_batch_size", None)
+        return min(self.batch_size, int(limit(self.device))) if callable(limit) else self.batch_size
+
+    def plan(self, task: Task, split: str, quick: Quick) -> tuple[int, int, Any]:
+        """How ``quick`` scores ``task``: (examples, batch size, the tag its scores are cached under).
+
+        ``quick`` None: the whole split; an int N: the first N batches; a mapping: the first
+        ``quick[task.name]`` examples (a subset sized by the caller, e.g. to a time budget)."""
+        n, size = len(self._split(task, split)[1]), self.batch_size_for(task)
+        if isinstance(quick, Mapping):
+            m = min(n, max(1, int(quick.get(task.name, n))))
+            return m, min(size, m), ("examples", m)
+        if quick:
+            return min(n, quick * size), size, quick
+        return n, size, None
+
+    def _batches(self, task: Task, split: str, quick: Quick) -> int:
+        examples, size, _ = self.plan(task, split, quick)
+        return -(-examples // size)
 
     @torch.inference_mode()
-    def _score(self, task: Task, state_dict: Mapping[str, torch.Tensor], split: str, quick: int | None,
-               tracker: ProgressTracker, cancel: CancelToken | None) -> Scores:
+    def _score(self, task: Task, state_dict: Mapping[str, torch.Tensor], split: str, quick: Quick,
+               tracker: ProgressTracker, cancel: CancelToken | None, functional: bool) -> Scores:
         inputs, labels = self._split(task, split)
-        model = task.build_model(state_dict, self.device)
+        if functional:
+            def model(x: torch.Tensor) -> torch.Tensor:
+                return task.forward(state_dict, x)
+        else:
+            model = task.build_model(state_dict, self.device)
         acc = accumulator_for(task)
-        for b in range(self._batches(task, split, quick)):
+        examples, size, _ = self.plan(task, split, quick)
+        for start in range(0, examples, size):
             if cancel is not None:
                 cancel.raise_if_cancelled()
-            sl = slice(b * self.batch_size, (b + 1) * self.batch_size)
+            sl = slice(start, min(examples, start + size))
             acc.add(model(inputs[sl]), labels[sl])
             tracker.advance(message=task.name)
-        return acc.result()
+        notes = getattr(task, "notes", None)
+        return acc.result().with_notes(notes(split)) if callable(notes) else acc.result()
 
-    def scores(self, state_dict: Mapping[str, torch.Tensor], *, split: str = "test", quick: int | None = None,
+    def scores(self, state_dict: Mapping[str, torch.Tensor], *, split: str = "test", quick: Quick = None,
                model_key: str | None = None, tasks: Sequence[Task] | None = None,
-               progress: ProgressCallback | None = None, cancel: CancelToken | None = None) -> dict[str, Scores]:
+               progress: ProgressCallback | None = None, cancel: CancelToken | None = None,
+               functional: bool = False) -> dict[str, Scores]:
         """Per-task scores of ``state_dict``. With ``model_key``, cached results are reused and stored.
 
-        ``quick=N`` scores the first N batches of each split only; ``tasks`` narrows the task list.
+        ``quick`` picks a fixed subset (see ``plan``); ``tasks`` narrows the task list;
+        ``functional`` scores through the task's functional ``forward`` on these very tensors instead of
+        building a module (what live tuning does every frame: building one costs more than a quick subset).
         """
         chosen = list(tasks) if tasks is not None else self.tasks
         out: dict[str, Scores] = {}
         todo = []
         for task in chosen:
-            hit = self.cache.get((model_key, task.fingerprint(), split, quick)) if model_key else None
+            hit = self.cache.get((model_key, task.fingerprint(), split, self.plan(task, split, quick)[2])) \
+                if model_key else None
             if hit is not None:
                 out[task.name] = hit
             else:
                 todo.append(task)
         tracker = ProgressTracker(progress, "evaluating", sum(self._batches(t, split, quick) for t in todo))
         for task in todo:
-            out[task.name] = self._score(task, state_dict, split, quick, tracker, cancel)
+            out[task.name] = self._score(task, state_dict, split, quick, tracker, cancel, functional)
             if model_key:
-                self.cache.put((model_key, task.fingerprint(), split, quick), out[task.name])
+                self.cache.put((model_key, task.fingerprint(), split, self.plan(task, split, quick)[2]), out[task.name])
         return {t.name: out[t.name] for t in chosen}
 
-    def expert_scores(self, *, split: str = "test", quick: int | None = None, cancel: CancelToken | None = None,
+    def expert_scores(self, *, split: str = "test", quick: Quick = None, cancel: CancelToken | None = None,
                       progress: ProgressCallback | None = None) -> dict[str, Scores | None]:
         """Each task's own expert scored on that task (None for a task without an expert); cached by file."""
         out: dict[str, Scores | None] = {}
@@ -147,7 +178,7 @@ class Evaluator:
                 out[task.name] = None
                 continue
             key = checkpoint_key(task.expert)
-            cached = self.cache.get((key, task.fingerprint(), split, quick))
+            cached = self.cache.get((key, task.fingerprint(), split, self.plan(task, split, quick)[2]))
             if cached is None:
                 weights = load_weights(task.expert, task.expected_names(), self.device)
                 cached = self.scores(weights, split=split, quick=quick, model_key=key, tasks=[task],
@@ -166,15 +197,24 @@ class Evaluator:
 
 
 def result_table(scores: Mapping[str, Scores], experts: Mapping[str, Scores | None]) -> dict:
-    """The JSON of one evaluated model: per task its metrics (+ the expert's accuracy and the ratio)."""
+    """The JSON of one evaluated model: per task its metrics (``Scores.to_json``), the expert's accuracy and
+    primary metric (``expert_accuracy``, ``expert_score``; null without an expert) and the model's against
+    them (``normalized_accuracy``, ``normalized_score``: higher is better, see ``normalized_score``); then
+    the across-task ``average`` of every metric all tasks have."""
     tasks: dict[str, dict] = {}
     for name, s in scores.items():
         row = s.to_json()
         expert = experts.get(name)
         row["expert_accuracy"] = expert.accuracy if expert is not None else None
         row["normalized_accuracy"] = normalized_accuracy(s.accuracy, row["expert_accuracy"])
+        row["expert_score"] = expert.value(s.primary) if expert is not None else None
+        row["normalized_score"] = normalized_score(s.value(s.primary), row["expert_score"],
+                                                   s.higher_is_better(s.primary))
+        for key in ("normalized_accuracy", "normalized_score"):
+            if row[key] is not None:
+                row["metrics"][key] = {"value": row[key], "higher_is_better": True}
         tasks[name] = row
-    return {"tasks": tasks, "average": average(tasks, ("accuracy", "normalized_accuracy", "loss", "entropy"))}
+    return {"tasks": tasks, "average": average(tasks)}
 
 
 def evaluate(state_dict: Mapping[str, torch.Tensor], tasks: Sequence[Task], *, split: str = "test",

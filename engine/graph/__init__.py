@@ -1,11 +1,12 @@
-"""The recipe graph: nodes, edges, versioned JSON, validation and the per-tensor streaming executor."""
+"""The recipe graph: nodes and their kinds, edges, versioned JSON, validation and the per-tensor streaming executor."""
 
-from engine.graph.nodes import NodeType, Port, get_node_type, node_types, register_node_type
+from engine.graph.node_kinds import NodeKind, Port, all_node_kinds, node_kind, nodes_of
 from engine.graph.recipe import Edge, Node, Recipe
 from engine.graph.validate import Problem, require_valid, topological_order, validate
-from engine.graph.executor import GraphRun, RunResult, materialize, run_recipe
+from engine.graph.executor import GraphRun, RunOptions, RunResult, materialize, run_recipe
 
 __all__ = [
-    "Edge", "Node", "Recipe", "NodeType", "Port", "get_node_type", "node_types", "register_node_type",
-    "Problem", "require_valid", "topological_order", "validate", "GraphRun", "RunResult", "materialize", "run_recipe",
+    "Edge", "Node", "Recipe", "NodeKind", "Port", "all_node_kinds", "node_kind", "nodes_of",
+    "Problem", "require_valid", "topological_order", "validate", "GraphRun", "RunOptions", "RunResult", "materialize",
+    "run_recipe",
 ]

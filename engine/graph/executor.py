@@ -24,8 +24,9 @@ import torch
 import engine
 from engine.checkpoints import Checkpoint, CheckpointWriter, TensorInfo, layer_index, num_layers
 from engine.errors import CheckpointError, EngineInputError
-from engine.graph.nodes import DELTA, MODEL, get_node_type
+from engine.graph.node_kinds import DELTA, MODEL, SAVE, ModelScorer, node_kind, nodes_of, sink_ids
 from engine.graph.recipe import Recipe
+from engine.graph.statistics_files import StatisticsFiles
 from engine.graph.validate import open_checkpoints, output_kinds, reference_checkpoint, require_valid, topological_order
 from engine.methods import MergeInputs, TensorContext, get_method
 from engine.methods.schedule import resolve_params
@@ -60,10 +61,23 @@ def refuse_scaled_fp8(ckpt: Checkpoint) -> None:
 
 
 @dataclass
+class RunOptions:
+    """How sinks run: replace existing outputs (``force``); which split, how many quick batches and
+    which input models (None = all) Evaluate nodes score."""
+
+    force: bool = False
+    split: str | None = None
+    quick: int | None = None
+    models: frozenset[str] | None = None
+
+
+@dataclass
 class RunResult:
-    """What a run produced: output folders by Save node id, warnings (NaN inputs…), timing and volume."""
+    """What a run produced: output folders by Save node id, evaluation runs (one per model an Evaluate
+    node scored), warnings (NaN inputs…), timing and volume."""
 
     outputs: dict[str, Path] = field(default_factory=dict)
+    evaluations: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
     tensors: int = 0
@@ -71,13 +85,18 @@ class RunResult:
 
 
 class GraphRun:
-    """One execution of a recipe on a device. Opens the checkpoints (headers only) on creation."""
+    """One execution of a recipe on a device. Opens the checkpoints (headers only) on creation.
+
+    ``run(sinks)`` runs the recipe's outputs (Save and Evaluate nodes alike); ``scorer`` is the
+    evaluation service Evaluate nodes score with (``engine.evaluation`` provides one)."""
 
     def __init__(self, recipe: Recipe, *, device: str | torch.device = "auto", progress: ProgressCallback | None = None,
-                 cancel: CancelToken | None = None, compute_dtype: torch.dtype = torch.float32, validate: bool = True):
+                 cancel: CancelToken | None = None, compute_dtype: torch.dtype = torch.float32, validate: bool = True,
+                 scorer: ModelScorer | None = None):
         if validate:
             require_valid(recipe)
         self.recipe = recipe
+        self.scorer = scorer
         self.device = resolve_device(device)
         self.progress = progress
         self.cancel = cancel or CancelToken()
@@ -97,6 +116,7 @@ class GraphRun:
         self._references: dict[str, str | None] = {}
         self._layer_counts: dict[str, int] = {}
         self._dependencies: dict[str, list[str]] = {}
+        self._statistics_files = StatisticsFiles()  # a merge's statistics file, opened on first use
         self.reuse_buffers = True  # off while materialising, whose results must outlive the name
         self._pool = ThreadPoolExecutor(max_workers=max(1, min(8, len(self.checkpoints))), thread_name_prefix="ws-read")
 
@@ -126,12 +146,16 @@ class GraphRun:
         return [ref.info(n) for n in ref.names]
 
     def checkpoints_for(self, node_ids: Iterable[str]) -> list[str]:
+        """The opened checkpoints the given nodes read from (themselves included), in opening order."""
         needed = set()
         for nid in node_ids:
-            if self.recipe.nodes[nid].type == "checkpoint":
-                needed.add(nid)
-            needed.update(u for u in self.recipe.upstream(nid) if self.recipe.nodes[u].type == "checkpoint")
+            needed.add(nid)
+            needed.update(self.recipe.upstream(nid))
         return [nid for nid in self.checkpoints if nid in needed]
+
+    def input(self, node_id: str, port: str) -> str:
+        """The node connected to a single-connection input port."""
+        return self.recipe.inputs(node_id, port)[0]
 
     # ---- loading -------------------------------------------------------------------------------
     def _read(self, nid: str, name: str) -> torch.Tensor | None:
@@ -212,35 +236,16 @@ class GraphRun:
         if node_id not in self._dependencies:
             upstream = set(self._index.upstream(node_id))
             self._dependencies[node_id] = [n for n in self.order
-                                           if n in upstream and self.recipe.nodes[n].type != "checkpoint"]
+                                           if n in upstream and not node_kind(self.recipe.nodes[n].type).source]
         return self._dependencies[node_id]
 
     def _evaluate(self, node_id: str, name: str) -> torch.Tensor | None:
         """One node's value for ``name``, its inputs' values taken from (or put into) the memo."""
-        node = self.recipe.nodes[node_id]
-        if node.type == "checkpoint":
-            value = self._checkpoint_tensor(node_id, name)
-        elif not self.reference(node_id).info(name).dtype.is_floating_point:
+        kind = node_kind(self.recipe.nodes[node_id].type)
+        if not kind.source and not self.reference(node_id).info(name).dtype.is_floating_point:
             # integer buffers (position ids, masks) are not merged: models keep the reference's copy
-            value = None if self.kinds[node_id] == DELTA else self.compute(self.reference_id(node_id), name)
-        elif node.type == "task_vector":
-            model = self.value(self.recipe.inputs(node_id, "model")[0], name)
-            base = self.value(self.recipe.inputs(node_id, "base")[0], name)
-            value = model - base
-        elif node.type == "scale":
-            x = self.value(self.recipe.inputs(node_id, "input")[0], name)
-            value = None if x is None else x * float(node.params.get("factor", 1.0))
-        elif node.type == "add":
-            value = None
-            for src in self.recipe.inputs(node_id, "inputs"):
-                x = self.value(src, name)
-                if x is not None:
-                    value = x.clone() if value is None else value.add_(x)
-        elif node.type == "merge":
-            value = self._merge(node_id, name)
-        else:
-            raise EngineInputError(f"node '{node_id}' of type '{node.type}' has no tensor output")
-        return value
+            return None if self.kinds[node_id] == DELTA else self.compute(self.reference_id(node_id), name)
+        return kind.compute(self, node_id, name)
 
     def value(self, node_id: str, name: str) -> torch.Tensor | None:
         """``compute`` cast to the compute dtype (float tensors only), cached for the current name."""
@@ -252,7 +257,8 @@ class GraphRun:
             self._memo[key] = t.to(self.compute_dtype)
         return self._memo[key]
 
-    def _checkpoint_tensor(self, nid: str, name: str) -> torch.Tensor | None:
+    def checkpoint_tensor(self, nid: str, name: str) -> torch.Tensor | None:
+        """A checkpoint's stored tensor on the device (None: a task vector's file lacks it, i.e. zero)."""
         ckpt = self.checkpoints[nid]
         raw = self._loaded.get(nid)
         if raw is None:
@@ -275,8 +281,13 @@ class GraphRun:
         for p in spec.params:
             if p.type == "path" and params.get(p.name):
                 params[p.name] = str(self.recipe.resolve_path(params[p.name]))
+        statistics = None
+        if spec.statistics_file is not None:  # files are opened on first use, once per run (closed by close())
+            statistics = self._statistics_files.for_tensor(
+                spec.statistics_file, str(params.get(spec.statistics_file.param) or ""), keys, name,
+                self.reference(node_id).info(name).shape, self.device)
         ctx = TensorContext(name, layer, layer_count, self.device, int(params.get("seed", 0) or 0),
-                            self._stats.get(node_id))
+                            self._stats.get(node_id), statistics)
         return keys, params, ctx
 
     def merge_inputs(self, node_id: str, name: str) -> tuple[MergeInputs, dict[str, Any], TensorContext]:
@@ -349,7 +360,8 @@ class GraphRun:
                 tmp.copy_(flat_x[start:start + _CHUNK])
                 o.add_(tmp, alpha=coef)
 
-    def _merge(self, node_id: str, name: str) -> torch.Tensor:
+    def merge_output(self, node_id: str, name: str) -> torch.Tensor:
+        """A merge node's result for ``name`` (its method on the inputs; a linear method accumulates in place)."""
         ref_info = self.reference(node_id).info(name)
         spec = get_method(self.recipe.nodes[node_id].params["method"])
         try:
@@ -373,9 +385,10 @@ class GraphRun:
             wanted.update(self.recipe.upstream(t))
         for nid in self.order:
             node = self.recipe.nodes[nid]
-            if nid not in wanted or node.type != "merge" or nid in self._stats:
+            kind = node_kind(node.type)
+            if nid not in wanted or kind.method_param is None or nid in self._stats:
                 continue
-            spec = get_method(node.params["method"])
+            spec = get_method(node.params[kind.method_param])
             if spec.statistic is None:
                 continue
             stat = spec.statistic({**spec.defaults(), **node.params})
@@ -408,10 +421,30 @@ class GraphRun:
             tracker.advance()
         return out
 
+    def run(self, sinks: Iterable[str] | None = None, options: RunOptions | None = None) -> RunResult:
+        """Run the given sink nodes (default: every Save and Evaluate node), each kind's together:
+        every Save node's model streams to disk in one pass, then Evaluate nodes score their models."""
+        start = time.perf_counter()
+        options = options or RunOptions()
+        wanted = sink_ids(self.recipe, self.order) if sinks is None else list(sinks)
+        if not wanted:
+            raise EngineInputError("the recipe has no output (Save or Evaluate node) to run")
+        by_kind: dict[Any, list[str]] = {}
+        for nid in wanted:
+            kind = node_kind(self.recipe.node(nid).type)
+            if not kind.sink:
+                raise EngineInputError(f"node '{nid}' ({kind.label}) is not an output of the recipe")
+            by_kind.setdefault(kind, []).append(nid)
+        for kind, ids in by_kind.items():
+            self.cancel.raise_if_cancelled()
+            kind.run_sinks(self, ids, options)
+        self.result.seconds = time.perf_counter() - start
+        return self.result
+
     def save_all(self, save_ids: list[str] | None = None, *, force: bool = False) -> RunResult:
         """Stream every Save node's model to disk; all outputs appear together or none does."""
         start = time.perf_counter()
-        saves = save_ids or [nid for nid in self.order if self.recipe.nodes[nid].type == "save"]
+        saves = save_ids or nodes_of(self.recipe, SAVE)
         if not saves:
             raise EngineInputError("the recipe has no Save node to write")
         sources = {s: self.recipe.inputs(s, "model")[0] for s in saves}
@@ -474,6 +507,7 @@ class GraphRun:
         self._pool.shutdown(wait=True, cancel_futures=True)
         for ckpt in self.checkpoints.values():
             ckpt.close()
+        self._statistics_files.close()
 
     def __enter__(self) -> "GraphRun":
         return self
@@ -487,9 +521,7 @@ def resolved_recipe(recipe: Recipe) -> dict:
     from its method), so the file records exactly what made it even when defaults change later."""
     data = recipe.to_json()
     for node in data["nodes"]:
-        declared = get_node_type(node["type"]).params
-        if node["type"] == "merge":
-            declared = (*declared, *get_method(node["params"]["method"]).params)
+        declared = node_kind(node["type"]).declared_params(recipe.nodes[node["id"]])
         node["params"] = {**{p.name: p.default for p in declared}, **node["params"]}
     return data
 
@@ -526,11 +558,12 @@ def model_card(recipe: Recipe, save_id: str) -> str:
     src = recipe.inputs(save_id, "model")[0]
     for nid in [*reversed(recipe.upstream(src)), src]:
         node = recipe.nodes[nid]
-        if node.type == "checkpoint":
-            lines.append(f"- input `{nid}`: `{node.params.get('path')}`")
-        elif node.type == "merge":
-            params = {k: v for k, v in node.params.items() if k != "method"}
-            lines.append(f"- merge `{nid}`: **{node.params.get('method')}** with inputs "
+        kind = node_kind(node.type)
+        if kind.source:
+            lines.append(f"- input `{nid}`: `{node.params.get(kind.file_param)}`")
+        elif kind.method_param:
+            params = {k: v for k, v in node.params.items() if k != kind.method_param}
+            lines.append(f"- {kind.name} `{nid}`: **{node.params.get(kind.method_param)}** with inputs "
                          f"{', '.join(recipe.inputs(nid, 'models'))}"
                          + (f" on base {recipe.inputs(nid, 'base')[0]}" if recipe.inputs(nid, 'base') else "")
                          + (f", parameters `{json.dumps(params)}`" if params else ""))
@@ -541,10 +574,13 @@ def model_card(recipe: Recipe, save_id: str) -> str:
 
 
 def run_recipe(recipe: Recipe, *, device: str = "auto", progress: ProgressCallback | None = None,
-               cancel: CancelToken | None = None, force: bool = False, outputs: list[str] | None = None) -> RunResult:
-    """Validate and run a recipe, writing every Save node (or those in ``outputs``)."""
-    with GraphRun(recipe, device=device, progress=progress, cancel=cancel) as run:
-        return run.save_all(outputs, force=force)
+               cancel: CancelToken | None = None, force: bool = False, outputs: list[str] | None = None,
+               scorer: ModelScorer | None = None, options: RunOptions | None = None) -> RunResult:
+    """Validate and run a recipe's outputs: every Save and Evaluate node, or those in ``outputs``
+    (Evaluate nodes need ``scorer``; ``engine.evaluation.run_graph`` supplies one)."""
+    options = options or RunOptions(force=force)
+    with GraphRun(recipe, device=device, progress=progress, cancel=cancel, scorer=scorer) as run:
+        return run.run(outputs, options)
 
 
 def materialize(recipe: Recipe, node_id: str, *, device: str = "auto", progress: ProgressCallback | None = None,

@@ -7,6 +7,7 @@ in its scene; listeners registered with ``subscribe`` hear every change (no Qt h
 from __future__ import annotations
 
 import copy
+import os
 import re
 from collections import deque
 from dataclasses import dataclass, field
@@ -14,21 +15,28 @@ from pathlib import Path
 from typing import Any, Callable
 
 from engine.errors import EngineInputError
+from engine.graph.node_kinds import NodeKind, all_node_kinds, node_kind
 from engine.jsonfiles import read_json, write_json
 
 FORMAT = "weightsmith-recipe"
 VERSION = 1
+KNOWN_KINDS = frozenset(k.name for k in all_node_kinds())
 MAX_DEPTH = 32  # deepest nesting of lists/objects a node's params or ui may hold
 
 
 @dataclass
 class Node:
-    """One node: ``type`` names a NodeType, ``params`` its values, ``ui`` what the editor keeps (position)."""
+    """One node: ``type`` names its kind, ``params`` its values, ``ui`` what the editor keeps (position)."""
 
     id: str
     type: str
     params: dict[str, Any] = field(default_factory=dict)
     ui: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def kind(self) -> NodeKind:
+        """The node's kind (an unknown type name raises EngineInputError)."""
+        return node_kind(self.type)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"id": self.id, "type": self.type, "params": copy.deepcopy(self.params)}
@@ -254,8 +262,27 @@ class Recipe:
             raise EngineInputError(str(exc), path=str(path)) from exc
 
     def save(self, path: str | Path) -> None:
-        """Write the recipe JSON atomically."""
-        write_json(path, self.to_json())
+        """Write the recipe JSON atomically. Relative file parameters (checkpoints, output folders, suites)
+        of a recipe read from a folder are rewritten to name the same files from the new file's folder."""
+        path = Path(path).resolve()
+        write_json(path, self.rebased_json(path.parent))
+
+    def rebased_json(self, folder: Path) -> dict[str, Any]:
+        """``to_json`` with every relative file parameter rewritten relative to ``folder`` (a recipe with no
+        folder of its own keeps its paths as written: they are relative to wherever it is saved)."""
+        data = self.to_json()
+        if self.base_dir is None:
+            return data
+        for node in data["nodes"]:
+            key = self.nodes[node["id"]].kind.file_param if node["type"] in KNOWN_KINDS else None
+            value = node["params"].get(key) if key else None
+            if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
+                target = self.resolve_path(value).resolve()
+                try:
+                    node["params"][key] = os.path.relpath(target, folder)
+                except ValueError:  # another drive (Windows): no relative path exists
+                    node["params"][key] = str(target)
+        return data
 
 
 # ---- checked reading of recipe JSON ------------------------------------------------------------

@@ -23,6 +23,7 @@ import torch
 
 from engine.checkpoints import layer_index
 from engine.errors import EngineInputError
+from engine.graph.resident_inputs import ResidentInputs
 from engine.runtime import CancelToken, ProgressTracker
 from engine.runtime.progress import ProgressCallback
 
@@ -72,22 +73,24 @@ def make_groups(names: Sequence[str], granularity: str) -> Groups:
 class TaskVectorMix:
     """θ0 + Σ_t λ[t, g] τ_t as a differentiable function of the coefficient matrix λ [T, G].
 
-    Holds θ0 and the stacked task vectors of the float tensors (T + 1 copies of the model on the
-    device); other tensors (integer buffers) are passed through from the base.
+    Reads θ0 and the task vectors of the float tensors from a merge node's resident inputs (views, no
+    copies: T + 1 copies of the model on the device); other tensors (integer buffers) are passed through.
     """
 
-    def __init__(self, base: dict[str, torch.Tensor], deltas: Sequence[dict[str, torch.Tensor]], names: Sequence[str],
-                 groups: Groups):
-        self.base = base
-        self.names = list(names)
+    def __init__(self, inputs: ResidentInputs, groups: Groups):
+        if inputs.anchor is None:
+            raise EngineInputError("this method needs a base model on the merge node's 'base' port")
+        self.names = inputs.float_names
         self.groups = groups
-        self.stacked = {n: torch.stack([d[n] for d in deltas]) for n in self.names}
+        self.base = {s.name: inputs.view(inputs.anchor, i) for i, s in enumerate(inputs.spans)}
+        self.stacked = {s.name: inputs.stacked(i) for i, s in enumerate(inputs.spans)}
         self.group_index = {n: groups.index[n] for n in self.names}
-        self.passthrough = {n: t for n, t in base.items() if n not in self.stacked}
+        self.passthrough = dict(inputs.fixed)
+        self._num_models = len(inputs.keys)
 
     @property
     def num_models(self) -> int:
-        return next(iter(self.stacked.values())).shape[0]
+        return self._num_models
 
     def params(self, coefficients: torch.Tensor) -> dict[str, torch.Tensor]:
         """The merged tensors for ``coefficients`` [T, G] (differentiable in them)."""

@@ -1,10 +1,11 @@
-"""What every learner shares: the result type, the merge node's inputs held in memory, which task
-belongs to which model, and the learned recipe (with paths that still resolve where it is saved).
+"""What every learner shares: the result type, the merge node's task vectors as learnable mixes, which
+task belongs to which model, and the learned recipe (with paths that still resolve where it is saved).
+
+The merge node's inputs are loaded by ``engine.graph.resident_inputs`` (``load_inputs``).
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -13,8 +14,9 @@ import torch
 
 from engine.errors import EngineInputError
 from engine.evaluation.tasks import Task
-from engine.graph import GraphRun, Recipe, require_valid
-from engine.graph.nodes import DELTA
+from engine.graph import Recipe, nodes_of
+from engine.graph.node_kinds import MERGE
+from engine.graph.resident_inputs import load_inputs
 from engine.learn.coefficients import Groups, TaskVectorMix, make_groups
 from engine.runtime import CancelToken
 from engine.runtime.progress import ProgressCallback
@@ -42,62 +44,26 @@ class LearnResult:
 def merge_node(recipe: Recipe, node_id: str | None) -> str:
     """``node_id`` checked to be a merge node, or the recipe's only merge node when None."""
     if node_id is None:
-        merges = [n.id for n in recipe.nodes.values() if n.type == "merge"]
+        merges = nodes_of(recipe, MERGE)
         if len(merges) != 1:
             raise EngineInputError(f"the recipe has {len(merges)} merge nodes; name the one to learn "
                                    f"({', '.join(merges) or 'none'})")
         return merges[0]
-    if recipe.node(node_id).type != "merge":
+    if recipe.node(node_id).kind is not MERGE:
         raise EngineInputError(f"node '{node_id}' is not a merge node")
     return node_id
 
 
-@dataclass
-class MergeSources:
-    """A merge node's inputs as fp32 state dicts on one device.
-
-    ``keys``: the input node ids in edge order; ``models``: each input's full weights (a task vector
-    input is added to the base); ``base``: θ0 or None; ``names``: the floating-point tensor names of
-    the merge's output, in file order.
-    """
-
-    keys: list[str]
-    models: list[dict[str, torch.Tensor]]
-    base: dict[str, torch.Tensor] | None
-    names: list[str]
-
-    def deltas(self) -> list[dict[str, torch.Tensor]]:
-        """Task vectors θt − θ0 of the float tensors (needs a base)."""
-        if self.base is None:
-            raise EngineInputError("this method needs a base model on the merge node's 'base' port")
-        return [{n: m[n] - self.base[n] for n in self.names} for m in self.models]
-
-
-def load_sources(recipe: Recipe, node_id: str, *, device: torch.device, progress: ProgressCallback | None = None,
-                 cancel: CancelToken | None = None) -> MergeSources:
-    """Compute the base and every model input of merge node ``node_id`` in memory (streaming executor)."""
-    require_valid(recipe)
-    keys = recipe.inputs(node_id, "models")
-    base_ids = recipe.inputs(node_id, "base")
-    with GraphRun(recipe, device=device, progress=progress, cancel=cancel, validate=False) as run:
-        names = [i.name for i in run.tensor_infos(node_id) if i.dtype.is_floating_point]
-        base = run.materialize(base_ids[0]) if base_ids else None
-        models = []
-        for key in keys:
-            state = run.materialize(key)
-            if run.kinds[key] == DELTA:
-                state = {n: base[n] + state[n] if n in state else base[n].clone() for n in base}
-            models.append(state)
-    return MergeSources(keys, models, base, names)
-
-
 def load_mix(recipe: Recipe, node_id: str, granularity: str, *, device: torch.device,
              progress: ProgressCallback | None = None, cancel: CancelToken | None = None) -> tuple[TaskVectorMix, Groups]:
-    """The merge node's task vectors, resident on ``device``, with one learnable coefficient group per
-    ``granularity`` (task, layer or tensor): what the coefficient learners optimise over."""
-    sources = load_sources(recipe, node_id, device=device, progress=progress, cancel=cancel)
-    groups = make_groups(sources.names, granularity)
-    return TaskVectorMix(sources.base, sources.deltas(), sources.names, groups), groups
+    """The merge node's task vectors, resident on ``device`` (``engine.graph.resident_inputs``), with one
+    learnable coefficient group per ``granularity`` (task, layer or tensor): what the coefficient learners
+    optimise over."""
+    if not recipe.inputs(node_id, "base"):
+        raise EngineInputError("this method needs a base model on the merge node's 'base' port")
+    inputs = load_inputs(recipe, node_id, device=device, progress=progress, cancel=cancel)
+    groups = make_groups(inputs.float_names, granularity)
+    return TaskVectorMix(inputs, groups), groups
 
 
 def match_tasks(recipe: Recipe, keys: Sequence[str], tasks: Sequence[Task],
@@ -116,7 +82,7 @@ def match_tasks(recipe: Recipe, keys: Sequence[str], tasks: Sequence[Task],
             out[key] = by_name[wanted]
             continue
         node = recipe.nodes[key]
-        path = recipe.resolve_path(node.params["path"]).resolve() if node.type == "checkpoint" else None
+        path = recipe.resolve_path(node.params[node.kind.file_param]).resolve() if node.kind.source else None
         task = by_name.get(key) or by_expert.get(path)
         if task is None:
             raise EngineInputError(f"no task for model '{key}': name its task (task_map / --task {key}=TASK); "
@@ -132,25 +98,10 @@ def learned_recipe(recipe: Recipe, node_id: str, params: dict[str, Any]) -> Reci
     return out
 
 
-PATH_PARAMS = {"checkpoint": ("path",), "save": ("path",), "evaluate": ("suite",)}
-
-
 def save_recipe(recipe: Recipe, path: str | Path) -> Path:
-    """Write ``recipe`` to ``path``, rewriting relative file paths (checkpoints, save folders, suites)
-    so they point at the same files from the new folder."""
+    """Write ``recipe`` to ``path`` (relative file paths rewritten to name the same files from there)."""
     path = Path(path).resolve()
-    moved = recipe.copy()
-    for node in moved.nodes.values():
-        for key in PATH_PARAMS.get(node.type, ()):
-            value = node.params.get(key)
-            if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
-                target = recipe.resolve_path(value).resolve()
-                try:
-                    node.params[key] = os.path.relpath(target, path.parent)
-                except ValueError:  # another drive (Windows): no relative path exists
-                    node.params[key] = str(target)
-    moved.base_dir = path.parent
-    moved.save(path)
+    recipe.save(path)
     return path
 
 

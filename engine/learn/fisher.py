@@ -12,7 +12,7 @@ The examples are ``examples`` rows drawn at random (``seed``) from ``split`` (Fu
 the training split). FusionBench squares batch-summed gradients, a cheaper but biased estimate;
 this follows the paper's per-example definition.
 
-The Fisher values go into a statistics file (see ``engine.methods.data_merge``) together with each
+The Fisher values go into a statistics file (see ``engine.graph.statistics_files``) together with each
 model's whole-Fisher L2 norm; the learned recipe's merge node becomes ``fisher`` naming that file.
 """
 
@@ -29,9 +29,10 @@ import torch.nn.functional as F
 from engine.errors import EngineInputError
 from engine.evaluation.tasks import Task
 from engine.graph import Recipe
-from engine.learn.common import LearnResult, learned_recipe, load_sources, match_tasks, merge_node, sample_rows
+from engine.graph.resident_inputs import load_inputs
+from engine.graph.statistics_files import statistics_key
+from engine.learn.common import LearnResult, learned_recipe, match_tasks, merge_node, sample_rows
 from engine.learn.statistics import write_statistics
-from engine.methods.data_merge import statistics_key
 from engine.runtime import CancelToken, ProgressTracker, resolve_device
 from engine.runtime.progress import ProgressCallback
 
@@ -107,7 +108,7 @@ def learn_fisher(recipe: Recipe, node_id: str | None, tasks: Sequence[Task], sta
     node_id = merge_node(recipe, node_id)
     dev = resolve_device(device)
     generator = torch.Generator().manual_seed(seed)
-    sources = load_sources(recipe, node_id, device=dev, progress=progress, cancel=cancel)
+    sources = load_inputs(recipe, node_id, device=dev, progress=progress, cancel=cancel)
     owners = match_tasks(recipe, sources.keys, tasks, task_map)
     samples = {}
     for key in sources.keys:
@@ -119,10 +120,10 @@ def learn_fisher(recipe: Recipe, node_id: str | None, tasks: Sequence[Task], sta
     tracker = ProgressTracker(progress, "fisher", sum(len(x) for x, _ in samples.values()))
     tensors: dict[str, torch.Tensor] = {}
     norms: dict[str, float] = {}
-    for key, state in zip(sources.keys, sources.models):
+    for t, key in enumerate(sources.keys):
         x, y = samples[key]
-        fisher = diagonal_fisher(owners[key], state, sources.names, x, y, generator=generator, tracker=tracker,
-                                 cancel=cancel)
+        fisher = diagonal_fisher(owners[key], sources.model_state(t), sources.float_names, x, y, generator=generator,
+                                 tracker=tracker, cancel=cancel)
         norms[key] = float(torch.sqrt(sum(f.pow(2).sum() for f in fisher.values())))
         tensors.update({statistics_key(key, n): f for n, f in fisher.items()})
     path = write_statistics(statistics, "fisher", sources.keys, tensors,

@@ -6,7 +6,7 @@ layer's inputs (one row per example, or per token for sequence models) over ``ex
 at random (``seed``) from ``split`` — FusionBench uses 256 training examples; the inputs need no
 labels. Dividing by the row count n_t keeps tasks with more rows (longer texts) from dominating.
 
-The Gram matrices go into a statistics file (see ``engine.methods.data_merge``); the learned recipe's
+The Gram matrices go into a statistics file (see ``engine.graph.statistics_files``); the learned recipe's
 merge node becomes ``regmean`` naming that file, with ``alpha`` (off-diagonal shrinkage) and
 ``solver`` (``exact`` or MaTS's conjugate gradient) as its parameters — both can be changed later
 without gathering the statistics again.
@@ -22,9 +22,10 @@ import torch
 from engine.evaluation.hooks import linear_input_grams
 from engine.evaluation.tasks import Task
 from engine.graph import Recipe
-from engine.learn.common import LearnResult, learned_recipe, load_sources, match_tasks, merge_node, sample_rows
+from engine.graph.resident_inputs import load_inputs
+from engine.graph.statistics_files import statistics_key
+from engine.learn.common import LearnResult, learned_recipe, match_tasks, merge_node, sample_rows
 from engine.learn.statistics import write_statistics
-from engine.methods.data_merge import statistics_key
 from engine.runtime import CancelToken, ProgressTracker, resolve_device
 from engine.runtime.progress import ProgressCallback
 
@@ -43,20 +44,20 @@ def learn_regmean(recipe: Recipe, node_id: str | None, tasks: Sequence[Task], st
     node_id = merge_node(recipe, node_id)
     dev = resolve_device(device)
     generator = torch.Generator().manual_seed(seed)
-    sources = load_sources(recipe, node_id, device=dev, progress=progress, cancel=cancel)
+    sources = load_inputs(recipe, node_id, device=dev, progress=progress, cancel=cancel)
     owners = match_tasks(recipe, sources.keys, tasks, task_map)
-    wanted = set(sources.names)
+    wanted = set(sources.float_names)
     tracker = ProgressTracker(progress, "regmean", len(sources.keys))
     tensors: dict[str, torch.Tensor] = {}
     counts: dict[str, int] = {}
     layers: set[str] = set()
-    for key, state in zip(sources.keys, sources.models):
+    for t, key in enumerate(sources.keys):
         if cancel is not None:
             cancel.raise_if_cancelled()
         task = owners[key]
         data = task.data(split)
         inputs = data.inputs[sample_rows(len(data), examples, generator)]
-        model = task.build_model(state, dev)
+        model = task.build_model(sources.model_state(t), dev)
         grams = linear_input_grams(model, inputs, batch_size=batch_size, cancel=cancel)
         for name, (gram, rows) in grams.items():
             if name in wanted:

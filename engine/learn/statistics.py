@@ -1,4 +1,4 @@
-"""Writing statistics files (the format is described in ``engine.methods.data_merge``)."""
+"""Writing statistics files (the format is described in ``engine.graph.statistics_files``, which reads them)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import save_file
 
 from engine.errors import EngineInputError
-from engine.methods.data_merge import KIND_KEY
+from engine.graph.statistics_files import KIND_KEY
 
 
 def write_statistics(path: str | Path, kind: str, models: Sequence[str], tensors: Mapping[str, torch.Tensor],

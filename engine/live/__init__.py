@@ -6,12 +6,11 @@
 """
 
 from engine.live.loop import FULL, QUICK, LiveEvent, LiveLoop, LoopJob
-from engine.live.params import get_value, set_value, split_path, tunable_paths
 from engine.live.session import RESIDENT, STREAMING, LiveReport, LiveSession
 from engine.live.sweep import Axis, SweepResult, linspace, sweep
 from engine.live.updaters import UpdateStats
 
 __all__ = [
-    "FULL", "QUICK", "LiveEvent", "LiveLoop", "LoopJob", "get_value", "set_value", "split_path", "tunable_paths",
+    "FULL", "QUICK", "LiveEvent", "LiveLoop", "LoopJob",
     "RESIDENT", "STREAMING", "LiveReport", "LiveSession", "Axis", "SweepResult", "linspace", "sweep", "UpdateStats",
 ]

@@ -15,23 +15,25 @@ optional ``tasks`` parameters of the evaluation engine's node).
 
 from __future__ import annotations
 
+import time
 from typing import Any, Mapping, Sequence
 
 import torch
 
 from engine.errors import EngineInputError
-from engine.evaluation import Accumulator, Evaluator, Scores, checkpoint_key, load_suite
-from engine.evaluation.recipe import task_names
-from engine.evaluation.runner import result_table
+from engine.evaluation import Evaluator, Scores, checkpoint_key, load_suite
+from engine.evaluation.service import task_names
+from engine.evaluation.runner import Quick, result_table
 from engine.evaluation.tasks import Task
 from engine.graph import Recipe
+from engine.graph.node_kinds import EVALUATE
 from engine.runtime import CancelToken
 
 
 def evaluate_node(recipe: Recipe, node_id: str) -> str | None:
     """The id of an Evaluate node that ``node_id`` feeds (directly), or None."""
     for edge in recipe.consumers(node_id):
-        if recipe.nodes[edge.dst].type == "evaluate":
+        if recipe.nodes[edge.dst].kind is EVALUATE:
             return edge.dst
     return None
 
@@ -53,88 +55,91 @@ def split_for(recipe: Recipe, node_id: str, default: str = "test") -> str:
     return str(recipe.nodes[ev].params.get("split", default)) if ev else default
 
 
+PROBE_EXAMPLES = 8  # examples a task is timed on to size its quick subset
+
+
 class LiveEvaluator:
-    """Quick-subset and full-split reports of state dicts, with cached base and expert references."""
+    """Quick-subset and full-split reports of state dicts, with cached base and expert references, scored
+    by the evaluation engine's ``Evaluator`` (the same loop and metrics as a run's, through the tasks'
+    functional forward)."""
 
     def __init__(self, tasks: Sequence[Task], device: torch.device | str, *, split: str = "test",
-                 quick_batches: int = 1, batch_size: int = 256):
+                 quick_batches: int = 1, batch_size: int = 256, budget_s: float | None = None):
         self.evaluator = Evaluator(tasks, device=device, batch_size=batch_size)
         self.tasks = self.evaluator.tasks
         self.device = self.evaluator.device
         self.split = split
         self.quick_batches = quick_batches
         self.batch_size = batch_size
-        self._resident: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.budget_s = budget_s
+        self.subset: dict[str, int] | None = None  # examples per task of the quick subset, once sized
 
-    def _quick(self, full: bool) -> int | None:
-        return None if full else self.quick_batches
+    def _quick(self, full: bool) -> Quick:
+        if full:
+            return None
+        return self.subset if self.budget_s and self.subset is not None else self.quick_batches
 
     def examples(self, full: bool) -> dict[str, int]:
         """How many examples each task's report covers."""
-        out = {}
-        for t in self.tasks:
-            n = len(t.data(self.split))
-            out[t.name] = n if full else min(n, self.quick_batches * self.batch_size)
-        return out
+        quick = self._quick(full)
+        return {t.name: self.evaluator.plan(t, self.split, quick)[0] for t in self.tasks}
+
+    def size_subset(self, state_dict: Mapping[str, torch.Tensor], cancel: CancelToken | None = None) -> None:
+        """With a time budget: measure each task's scoring time per example on ``state_dict`` and size its
+        quick subset so that scoring every task takes about ``budget_s``. Done once; the subset then stays
+        fixed, so every slider position is scored on the same examples."""
+        if not self.budget_s or self.subset is not None:
+            return
+        share = self.budget_s / len(self.tasks)
+        subset = {}
+        for task in self.tasks:
+            n = len(task.data(self.split))
+            probe = {task.name: min(n, PROBE_EXAMPLES)}
+            for timed in (False, True):  # the first pass moves the data to the device and warms the kernels
+                start = time.perf_counter()
+                self.evaluator.scores(state_dict, split=self.split, quick=probe, tasks=[task], functional=True,
+                                      cancel=cancel)
+            per_example = (time.perf_counter() - start) / probe[task.name]
+            step = probe[task.name]
+            subset[task.name] = min(n, max(step, int(share / max(per_example, 1e-9)) // step * step))
+        self.subset = subset
 
     def experts(self, *, full: bool, cancel: CancelToken | None = None) -> dict[str, Scores | None]:
         return self.evaluator.expert_scores(split=self.split, quick=self._quick(full), cancel=cancel)
 
-    def _data(self, task: Task) -> tuple[torch.Tensor, torch.Tensor]:
-        if task.name not in self._resident:
-            split = task.data(self.split)
-            if split.labels is None:
-                raise EngineInputError(f"task '{task.name}': split '{self.split}' has no labels to score against")
-            self._resident[task.name] = (split.inputs.to(self.device), split.labels.to(self.device))
-        return self._resident[task.name]
-
-    @torch.inference_mode()
-    def _score(self, task: Task, state_dict: Mapping[str, torch.Tensor], full: bool,
-               cancel: CancelToken | None) -> Scores:
-        inputs, labels = self._data(task)
-        n = len(labels) if full else min(len(labels), self.quick_batches * self.batch_size)
-        acc = Accumulator()
-        for start in range(0, n, self.batch_size):
-            if cancel is not None:
-                cancel.raise_if_cancelled()
-            stop = min(n, start + self.batch_size)
-            acc.add(task.forward(state_dict, inputs[start:stop]), labels[start:stop])
-        return acc.result()
-
     def scores(self, state_dict: Mapping[str, torch.Tensor], *, model_key: str, full: bool,
                cancel: CancelToken | None = None) -> dict[str, Scores]:
         """Per-task scores, through the task's functional forward (no module is built per call)."""
-        out = {}
-        for task in self.tasks:
-            key = (model_key, task.fingerprint(), self.split, self._quick(full))
-            hit = self.evaluator.cache.get(key)
-            if hit is None:
-                hit = self._score(task, state_dict, full, cancel)
-                self.evaluator.cache.put(key, hit)
-            out[task.name] = hit
-        return out
+        return self.evaluator.scores(state_dict, split=self.split, quick=self._quick(full), model_key=model_key,
+                                     cancel=cancel, functional=True)
 
     def report(self, state_dict: Mapping[str, torch.Tensor], *, model_key: str, full: bool,
                cancel: CancelToken | None = None) -> dict[str, Any]:
         """``{"tasks": {TASK: metrics + expert_accuracy + normalized_accuracy}, "average": {...}}``."""
+        if not full:
+            self.size_subset(state_dict, cancel)
         experts = self.experts(full=full, cancel=cancel)
         return result_table(self.scores(state_dict, model_key=model_key, full=full, cancel=cancel), experts)
 
     def references(self, base_state: Mapping[str, torch.Tensor] | None, base_key: str | None, *, full: bool,
                    cancel: CancelToken | None = None) -> dict[str, dict[str, float | None]]:
-        """Accuracy per task of the base (when given) and of each task's own expert."""
+        """Each task's primary metric (accuracy, perplexity…) for the base (when given) and the task's own
+        expert, on the examples the live reports use."""
+        if not full and base_state is not None:
+            self.size_subset(base_state, cancel)
         experts = self.experts(full=full, cancel=cancel)
         out: dict[str, dict[str, float | None]] = {
-            "experts": {name: (s.accuracy if s is not None else None) for name, s in experts.items()}}
+            "experts": {name: (s.value(s.primary) if s is not None else None) for name, s in experts.items()}}
         if base_state is not None:
             base = self.scores(base_state, model_key=base_key or "base", full=full, cancel=cancel)
-            out["base"] = {name: s.accuracy for name, s in base.items()}
+            out["base"] = {name: s.value(s.primary) for name, s in base.items()}
         return out
 
 
 def base_key(recipe: Recipe, node_id: str) -> str | None:
     """Cache key of the merge's base when it is a checkpoint on disk (its file identity)."""
     bases = recipe.inputs(node_id, "base")
-    if not bases or recipe.nodes[bases[0]].type != "checkpoint":
+    if not bases or not recipe.nodes[bases[0]].kind.source:
         return None
-    return checkpoint_key(recipe.resolve_path(recipe.nodes[bases[0]].params["path"]))
+    base = recipe.nodes[bases[0]]
+    return checkpoint_key(recipe.resolve_path(base.params[base.kind.file_param]))

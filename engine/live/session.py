@@ -1,9 +1,10 @@
 """``LiveSession``: one merge node kept ready for instant re-merging and re-scoring while it is tuned.
 
 Opening a session streams the node's inputs once into resident buffers on the device
-(``engine.live.resident``); afterwards ``update(params)`` brings the merged weights to new parameter
-values by recomputing only what the change invalidates (``engine.live.updaters``) and ``evaluate``
-scores them on a quick fixed subset or the full split (``engine.live.evaluation``).
+(``engine.graph.resident_inputs``, plus an output buffer: ``engine.live.resident``); afterwards
+``update(params)`` brings the merged weights to new parameter values by recomputing only what the change
+invalidates (``engine.live.updaters``) and ``evaluate`` scores them on a quick fixed subset or the full
+split (``engine.live.evaluation``).
 
 When the inputs do not fit in the device memory the session says so (``mode == "streaming"`` and
 ``message``) and every update falls back to the streaming executor, which re-reads the checkpoints.
@@ -24,12 +25,14 @@ import torch
 from engine.errors import EngineInputError
 from engine.evaluation.tasks import Task
 from engine.graph import GraphRun, Recipe
+from engine.graph.resident_inputs import layout, load_resident, upstream_recipe
 from engine.live import resident as residency
 from engine.live.evaluation import LiveEvaluator, base_key, split_for, tasks_for
 from engine.live.updaters import UpdateStats, Updater, updater_class
 from engine.methods import MethodSpec, Requirement, get_method
 from engine.methods.schedule import resolve_params
 from engine.runtime import CancelToken, resolve_device
+from engine.runtime.formatting import human_bytes
 from engine.runtime.progress import ProgressCallback
 
 RESIDENT, STREAMING = "resident", "streaming"
@@ -49,27 +52,21 @@ class LiveReport:
     references: dict[str, dict[str, float | None]] = field(default_factory=dict)
 
 
-def _human_bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1000:
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} TB"
-
-
 class LiveSession:
     """A merge node's inputs resident on a device (or, when they do not fit, a streaming fallback).
 
     ``tasks`` default to those of the Evaluate node the merge feeds; pass ``()`` for weights only.
-    ``memory_budget`` (bytes) overrides the free-memory check.
+    ``memory_budget`` (bytes) overrides the free-memory check. The quick subset is the first
+    ``quick_batches`` batches of each task, or, with ``quick_budget_s``, sized once to that much scoring
+    time (``LiveEvaluator.size_subset``).
     """
 
     def __init__(self, recipe: Recipe, node_id: str, *, tasks: Sequence[Task] | None = None,
                  device: str | torch.device = "auto", memory_budget: int | None = None, split: str | None = None,
-                 quick_batches: int = 1, batch_size: int = 256, progress: ProgressCallback | None = None,
-                 cancel: CancelToken | None = None):
+                 quick_batches: int = 1, batch_size: int = 256, quick_budget_s: float | None = None,
+                 progress: ProgressCallback | None = None, cancel: CancelToken | None = None):
         self.node_id = node_id
-        self.recipe = residency.upstream_recipe(recipe, node_id)
+        self.recipe = upstream_recipe(recipe, node_id)
         self.device = resolve_device(device)
         self.spec = self._check_method(self.recipe.node(node_id).params.get("method", "task_arithmetic"))
         self.keys = self.recipe.inputs(node_id, "models")
@@ -81,26 +78,26 @@ class LiveSession:
         self._progress = progress
         tasks = tasks_for(recipe, node_id) if tasks is None else list(tasks)
         self.evaluator = LiveEvaluator(tasks, self.device, split=split or split_for(recipe, node_id),
-                                       quick_batches=quick_batches, batch_size=batch_size) if tasks else None
+                                       quick_batches=quick_batches, batch_size=batch_size,
+                                       budget_s=quick_budget_s) if tasks else None
         self._base_key = base_key(self.recipe, node_id)
 
         with GraphRun(self.recipe, device=self.device, progress=progress, cancel=cancel) as run:
-            spans, _, _ = residency.plan(run, node_id)
-            numel = spans[-1].stop if spans else 0
+            plan = layout(run, node_id)
             cache = updater_class(self.spec, self.has_anchor).cache_bytes_per_entry(len(self.keys))
-            self.required_bytes = residency.resident_bytes(numel, len(self.keys), self.has_anchor, cache)
+            self.required_bytes = residency.resident_bytes(plan.numel, len(self.keys), self.has_anchor, cache)
             budget = memory_budget if memory_budget is not None else int(
                 residency.SAFETY * residency.available_bytes(self.device))
             if self.required_bytes <= budget:
                 self.mode = RESIDENT
                 self.message = (f"{len(self.keys)} inputs resident on {self.device.type} "
-                                f"({_human_bytes(self.required_bytes)})")
-                self.resident = residency.load(run, node_id, progress=progress, cancel=cancel)
+                                f"({human_bytes(self.required_bytes)})")
+                self.resident = residency.Resident.holding(load_resident(run, node_id, plan=plan))
                 self.updater = updater_class(self.spec, self.has_anchor)(self.resident, self.spec)
             else:
                 self.mode = STREAMING
-                self.message = (f"The inputs of '{node_id}' need {_human_bytes(self.required_bytes)} on "
-                                f"{self.device.type} but {_human_bytes(budget)} is available: live tuning falls back "
+                self.message = (f"The inputs of '{node_id}' need {human_bytes(self.required_bytes)} on "
+                                f"{self.device.type} but {human_bytes(budget)} is available: live tuning falls back "
                                 "to streaming, re-reading the checkpoints on every change (slower)")
 
     @staticmethod

@@ -15,7 +15,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from engine.errors import EngineInputError
-from engine.live.params import set_value
+from engine.graph.param_path import ParamPath
 from engine.live.session import LiveSession
 from engine.methods import get_method
 from engine.runtime import CancelToken, ProgressTracker
@@ -91,7 +91,7 @@ def sweep(session: LiveSession, params: Mapping[str, Any], axes: Sequence[Axis],
             cancel.raise_if_cancelled()
         point = dict(params)
         for axis, i in zip(axes, index):
-            point = set_value(spec, point, session.keys, axis.path, axis.values[i])
+            point = ParamPath.parse(axis.path).set(spec.params, point, session.keys, axis.values[i], spec.label)
         session.update(point, cancel=cancel)
         report = session.evaluate(full=full, cancel=cancel)
         for metric in METRICS:

@@ -4,17 +4,20 @@ Each updater keeps, per tensor span, what the output currently holds, compares i
 parameters ask for (resolved per tensor, so per-layer schedules invalidate only the layers they
 change) and does the least work that brings the output there:
 
-- ``LinearUpdater`` (the linear family: weighted average, task arithmetic, per-layer coefficients,
-  LiNeS, MetaGPT — see ``engine.live.linear_forms``): the output is ``c0·θ0 + Σ a_t τ_t``; a change of
-  coefficients is one multiply-add ``out += Δa·τ`` per changed term over each run of neighbouring
-  tensors that changed alike.
+- ``LinearUpdater`` (methods declaring a linear form, ``MethodSpec.linear_form()``: a linear
+  combination of the inputs whose coefficients may depend on the tensor's layer, whole-model
+  statistics or the inputs): the output is ``c0·θ0 + Σ a_t τ_t``; a change of coefficients is one
+  multiply-add ``out += Δa·τ`` per changed term over each run of neighbouring tensors that changed alike.
 - ``ScaledUpdater`` (methods declaring the shared ``lambda`` parameter of ``engine.methods.params``,
   whose contract is ``θ = θ0 + λ·τm``): τm is cached per tensor; a λ move is one multiply-add
   ``out += Δλ·τm``; any other change recomputes τm of just the tensors whose resolved values changed.
-- ``TiesUpdater``: a ScaledUpdater that also caches the trim masks, so moving a weight or ``normalize``
-  re-elects signs without re-selecting thresholds; a density change re-trims only the affected tensors.
+- ``StagedUpdater`` (methods declaring a ``StagedForm``): a ScaledUpdater that also caches the
+  per-model masks of the form's first stage, keyed by what each mask depends on, so a parameter the
+  masks ignore (TIES: a weight, ``normalize``) only re-runs the second stage, and a change the masks
+  see (a density) recomputes only the masks whose key changed.
 - ``RecomputeUpdater``: any other method; recomputes the tensors whose resolved parameters changed.
 
+The choice follows the method's declarations only (``updater_class``); no method is known by name.
 Incremental steps accumulate rounding; every ``REFRESH_EVERY`` steps a tensor is recomputed exactly.
 All writes go span by span, and the per-span record is updated after each write, so a cancelled
 update leaves a consistent state that the next update continues from.
@@ -29,9 +32,7 @@ from typing import Any, Sequence
 
 import torch
 
-from engine.live.linear_forms import linear_form
 from engine.live.resident import Resident
-from engine.live.sparse_cache import elect_and_mean, mask_key, trim_masks
 from engine.methods import MethodSpec, TensorContext
 from engine.methods.params import LAMBDA
 from engine.methods.statistics import run_statistic
@@ -128,7 +129,7 @@ class LinearUpdater(Updater):
 
     def __init__(self, res: Resident, spec: MethodSpec):
         super().__init__(res, spec)
-        self.form = linear_form(spec)
+        self.form = spec.linear_form()
         self.current: list[tuple[float, ...] | None] = [None] * len(res.spans)
         self.steps = [0] * len(res.spans)
         self.terms = [res.anchor, *res.vectors]
@@ -273,13 +274,14 @@ class ScaledUpdater(Updater):
         return stats
 
 
-class TiesUpdater(ScaledUpdater):
-    """ScaledUpdater for TIES whose τm is built from cached trim masks (``engine.live.sparse_cache``)."""
+class StagedUpdater(ScaledUpdater):
+    """ScaledUpdater for a method's ``StagedForm``: τm is built from per-model masks cached per tensor."""
 
     def __init__(self, res: Resident, spec: MethodSpec):
         super().__init__(res, spec)
+        self.stages = spec.staged
         self.masks = [torch.zeros(res.numel, dtype=torch.bool, device=self.device) for _ in res.keys]
-        self.mask_keys: list[list[tuple | None]] = [[None] * len(res.spans) for _ in res.keys]
+        self.mask_keys: list[list[Any]] = [[None] * len(res.spans) for _ in res.keys]  # StagedForm.mask_key
         self.masks_computed = 0
 
     @staticmethod
@@ -288,16 +290,15 @@ class TiesUpdater(ScaledUpdater):
 
     def compute_core(self, i: int, params: dict[str, Any], ctx: TensorContext) -> torch.Tensor:
         inputs = self.res.merge_inputs(i)
-        keys = [mask_key(d, params["scope"], ctx.stats[t][0] if params["scope"] == "model" else None)
-                for t, d in enumerate(params["density"])]
+        keys = [self.stages.mask_key(params, t, ctx) for t in range(len(self.res.keys))]
         stale = [self.mask_keys[t][i] != key for t, key in enumerate(keys)]
         masks = [self.res.view(m, i) for m in self.masks]
         if any(stale):
-            trim_masks(inputs, params, ctx, masks, stale)
+            self.stages.masks(inputs, params, ctx, masks, stale)
             for t, key in enumerate(keys):
                 self.mask_keys[t][i] = key
             self.masks_computed += sum(stale)
-        return elect_and_mean(inputs.deltas, masks, params)
+        return self.stages.combine(inputs.deltas, masks, params)
 
 
 class RecomputeUpdater(Updater):
@@ -327,10 +328,10 @@ class RecomputeUpdater(Updater):
 
 def updater_class(spec: MethodSpec, has_anchor: bool) -> type[Updater]:
     """The cheapest correct updater for a method (see the module docstring)."""
-    if linear_form(spec) is not None:
+    if spec.linear_form() is not None:
         return LinearUpdater
-    if spec.name == "ties" and has_anchor:
-        return TiesUpdater
+    if spec.staged is not None and has_anchor:
+        return StagedUpdater
     if has_anchor and spec.needs_base and any(p is LAMBDA for p in spec.params):
         return ScaledUpdater
     return RecomputeUpdater

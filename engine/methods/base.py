@@ -7,7 +7,13 @@ inputs, per-layer schedules evaluated at the tensor's layer) and a ``TensorConte
 
 Methods whose result needs whole-model statistics (a global top-k threshold, MetaGPT's norms) declare a
 ``statistic`` factory; the executor streams every tensor through it in one or more cheap first passes
-and hands the result to the method as ``ctx.stats``.
+and hands the result to the method as ``ctx.stats``. Methods that merge with statistics gathered on data
+(Fisher, RegMean) declare a ``StatisticsFile``; the executor opens the file and hands the method each
+tensor's per-model statistics as ``ctx.statistics``.
+
+A method also declares how live tuning may update it incrementally (live tuning knows no method by
+name): a linear form (``linear``, or ``contextual_linear`` when the coefficients depend on the tensor's
+place or the inputs), or a ``StagedForm`` with cacheable intermediates.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import math
 import reprlib
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, Hashable, Protocol, Sequence
 
 import torch
 
@@ -99,9 +105,27 @@ def shown(value: Any) -> str:
         return "a value too large to print"
 
 
+class TensorStatistics(Protocol):
+    """The per-model statistics of one tensor, read from the file a method's ``StatisticsFile`` names.
+
+    The executor opens the file (once per run) and checks its kind and the models it covers; reading
+    happens on the first call, so a method's errors about the file surface when it runs.
+    """
+
+    source: str  # the file, for messages
+
+    def tensors(self) -> list[torch.Tensor | None]:
+        """Per input model (in input order): its statistic of this tensor, fp32 on the compute device and
+        of the declared shape, or None where the file holds none (or the declared shape is None)."""
+
+    def metadata(self, key: str, default: Any = None) -> Any:
+        """A JSON metadata entry the method declared (``StatisticsFile.metadata``), parsed; ``default`` when absent."""
+
+
 @dataclass
 class TensorContext:
-    """Where a method call stands: the tensor's name and layer, the device, the seed, whole-model stats."""
+    """Where a method call stands: the tensor's name and layer, the device, the seed, whole-model stats
+    (``stats``) and, for methods declaring a ``StatisticsFile``, the tensor's gathered ``statistics``."""
 
     name: str
     layer: int | None
@@ -109,6 +133,7 @@ class TensorContext:
     device: torch.device
     seed: int = 0
     stats: Any = None
+    statistics: TensorStatistics | None = None
 
     def generator(self) -> torch.Generator:
         """A CPU generator seeded from (seed, tensor name): the same draws on every device and run."""
@@ -204,6 +229,47 @@ GROUPS: tuple[tuple[str, frozenset[str]], ...] = (
 MergeFn = Callable[[MergeInputs, dict[str, Any], TensorContext], torch.Tensor]
 StatisticFactory = Callable[[dict[str, Any]], "ModelStatistic | None"]
 LinearFn = Callable[[dict[str, Any], int], tuple[list[float], float]]
+ContextLinearFn = Callable[[dict[str, Any], int, TensorContext, MergeInputs], tuple[list[float], float]]
+
+
+@dataclass(frozen=True)
+class StagedForm:
+    """How a method with the shared λ contract (``θ = θ0 + λ·τm``, the ``lambda`` parameter of
+    ``engine.methods.params``) builds τm in stages whose middle can be kept between parameter changes.
+
+    Stage 1 selects, per model, which entries of its task vector τt take part: a boolean *mask* shaped
+    like the tensor. Stage 2 forms τm (at λ = 1) from the task vectors and their masks. A mask must depend
+    on τt and on nothing but what ``mask_key`` returns, so a cached mask is reused while its key holds:
+
+    - ``mask_key(params, t, ctx)``: a hashable, comparable value of everything model t's mask depends on
+      besides τt (resolved parameters, whole-model statistics in ``ctx.stats``);
+    - ``masks(inputs, params, ctx, outs, stale)``: write the mask of every model t with ``stale[t]`` into
+      the bool tensor ``outs[t]`` (shaped like the tensor), leaving the others untouched;
+    - ``combine(deltas, masks, params)``: τm as a fresh tensor, from the task vectors and all masks.
+
+    ``θ0 + λ·combine(τ, masks(τ), params)`` must equal ``merge`` for the same parameters.
+    """
+
+    mask_key: Callable[[dict[str, Any], int, TensorContext], Hashable]
+    masks: Callable[[MergeInputs, dict[str, Any], TensorContext, Sequence[torch.Tensor], Sequence[bool]], None]
+    combine: Callable[[Sequence[torch.Tensor], Sequence[torch.Tensor], dict[str, Any]], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class StatisticsFile:
+    """A method merges with per-model statistics gathered on data beforehand, from a file.
+
+    ``kind``: what the file must hold (``weightsmith learn KIND`` writes it); ``param``: the ``path``
+    parameter naming the file; ``shape(tensor_shape)``: the shape of a model's statistic for a tensor of
+    that shape, or None when no statistic is expected for it (never read); ``metadata``: the JSON
+    metadata entries the method reads. The executor opens the file once per run, checks it and hands
+    each tensor's statistics to the method as ``ctx.statistics`` (a ``TensorStatistics``).
+    """
+
+    kind: str
+    shape: Callable[[tuple[int, ...]], tuple[int, ...] | None]
+    param: str = "statistics"
+    metadata: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -212,9 +278,18 @@ class MethodSpec:
 
     ``merge`` computes one tensor. ``needs_base``: the method cannot run without θ0.
     ``statistic(params)`` returns a ModelStatistic when the parameters ask for a whole-model pass
-    (e.g. ``scope='model'``), else None. ``linear(params, n)`` — only for methods whose output is a
-    fixed linear combination ``Σ a_t θt + b θ0`` of the inputs — returns ``([a_t], b)`` for one tensor
-    with its per-model/per-layer values already resolved; live tuning uses it for in-place updates.
+    (e.g. ``scope='model'``), else None. ``statistics_file``: the method merges with statistics gathered
+    on data (see ``StatisticsFile``).
+
+    Incremental forms, which live tuning executes without knowing the method:
+
+    - ``linear(params, n)`` — only for methods whose output is a linear combination ``Σ a_t θt + b θ0``
+      of the inputs with coefficients fixed by the parameters — returns ``([a_t], b)`` for one tensor with
+      its per-model/per-layer values already resolved; the executor also accumulates such merges in place;
+    - ``contextual_linear(params, n, ctx, inputs)`` — the same for methods whose coefficients also depend
+      on the tensor's place (``ctx.layer``, ``ctx.num_layers``), on whole-model statistics (``ctx.stats``)
+      or on the inputs themselves (e.g. their norms), never on anything else; at most one of the two;
+    - ``staged``: a ``StagedForm`` (needs the shared ``lambda`` parameter).
     """
 
     name: str
@@ -231,7 +306,28 @@ class MethodSpec:
     random: bool = False
     statistic: StatisticFactory | None = None
     linear: LinearFn | None = None
+    contextual_linear: ContextLinearFn | None = None
+    staged: StagedForm | None = None
+    statistics_file: StatisticsFile | None = None
     aliases: tuple[str, ...] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        if self.linear is not None and self.contextual_linear is not None:
+            raise ValueError(f"method '{self.name}' declares both linear and contextual_linear; keep one")
+        if self.staged is not None and not any(p.name == "lambda" for p in self.params):
+            raise ValueError(f"method '{self.name}' declares a staged form without the shared 'lambda' parameter")
+        if self.statistics_file is not None and not any(
+                p.name == self.statistics_file.param and p.type == "path" for p in self.params):
+            raise ValueError(f"method '{self.name}' reads statistics from '{self.statistics_file.param}', "
+                             "which is not one of its path parameters")
+
+    def linear_form(self) -> ContextLinearFn | None:
+        """The method's linear form in context, ``(params, n, ctx, inputs) -> ([a_t], b)`` with output
+        ``Σ a_t θt + b θ0`` (``linear`` or ``contextual_linear``); None when the output is not linear."""
+        if self.linear is not None:
+            linear = self.linear
+            return lambda params, n, ctx, inputs: linear(params, n)
+        return self.contextual_linear
 
     @property
     def group(self) -> str:

@@ -1,107 +1,40 @@
 """Merges from statistics gathered on data beforehand: Fisher merging and RegMean (with MaTS's CG solver).
 
 Both stay pure per-tensor functions: the data-dependent part (running the models over task data) is
-done once by ``engine.learn`` (``weightsmith learn fisher|regmean``), which writes a *statistics file*
-and a recipe whose merge node names it in its ``statistics`` parameter. ``weightsmith run`` then
-reproduces the merge from the weights and that file alone, streaming one tensor at a time.
+done once by ``weightsmith learn fisher|regmean``, which writes a *statistics file* and a recipe whose
+merge node names it in its ``statistics`` parameter. ``weightsmith run`` then reproduces the merge from
+the weights and that file alone, streaming one tensor at a time.
 
-The statistics file is a safetensors file. For each input model (by its node id in the recipe) and
-tensor name it holds the tensor ``"{model}::{tensor}"``:
+Each method declares the file it reads (``StatisticsFile``): its kind, the shape of a model's statistic
+for a tensor, and the metadata it uses. The executor opens and checks the file and hands the method, per
+tensor, the per-model statistics as ``ctx.statistics``:
 
-- Fisher: the diagonal empirical Fisher of that tensor (its shape), the mean over examples of the
-  squared gradient of the log-likelihood;
+- Fisher: the diagonal empirical Fisher of the tensor (its shape), the mean over examples of the
+  squared gradient of the log-likelihood; metadata ``fisher_norms`` (each model's L2 norm of its whole
+  Fisher, used by ``normalize``);
 - RegMean: for the weight ``[out, in]`` of a linear layer, the Gram matrix ``XᵀX / n`` ``[in, in]`` of
-  that layer's inputs on the model's own task (mean over the n input rows).
-
-Its metadata hold ``weightsmith_statistics`` (``fisher`` or ``regmean``), ``models`` (a JSON list of
-the node ids it covers) and, for Fisher, ``fisher_norms`` (a JSON object: each model's L2 norm of its
-whole Fisher, used by ``normalize``). Tensors are read lazily through ``open_checkpoint``, one per call.
-A relative ``statistics`` path is taken from the working directory; ``weightsmith learn`` writes an
-absolute one.
+  that layer's inputs on the model's own task (mean over the n input rows); nothing for other tensors.
 """
 
 from __future__ import annotations
 
-import json
-import threading
-from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 
-from engine.checkpoints import Checkpoint, open_checkpoint
 from engine.errors import EngineInputError
-from engine.methods.base import MergeInputs, MethodSpec, Param, Requirement, TensorContext
+from engine.methods.base import (MergeInputs, MethodSpec, Param, Requirement, StatisticsFile, TensorContext,
+                                 TensorStatistics)
 from engine.methods.linear import WEIGHT
 from engine.methods.registry import register
 
-KEY_SEPARATOR = "::"
-KIND_KEY = "weightsmith_statistics"
 
-
-def statistics_key(model: str, tensor: str) -> str:
-    """The name under which a statistics file stores ``model``'s statistic of ``tensor``."""
-    return f"{model}{KEY_SEPARATOR}{tensor}"
-
-
-class Statistics:
-    """An open statistics file: its kind, the models it covers, and lazy per-tensor reads."""
-
-    def __init__(self, path: Path, checkpoint: Checkpoint):
-        self.path = path
-        self.checkpoint = checkpoint
-        meta = checkpoint.metadata
-        self.kind = meta.get(KIND_KEY)
-        try:
-            self.models: list[str] = json.loads(meta.get("models", "[]"))
-            self.fisher_norms: dict[str, float] = json.loads(meta.get("fisher_norms", "{}"))
-        except ValueError as exc:
-            raise EngineInputError(f"statistics file has malformed metadata ({exc})", path=str(path)) from exc
-
-    def require(self, kind: str, keys: Sequence[str]) -> None:
-        """Raise unless the file holds ``kind`` statistics for every model in ``keys``."""
-        if self.kind != kind:
-            raise EngineInputError(f"not a {kind} statistics file (it holds {self.kind or 'no Weightsmith statistics'};"
-                                   f" make one with `weightsmith learn {kind}`)", path=str(self.path))
-        missing = [k for k in keys if k not in self.models]
-        if missing:
-            raise EngineInputError(f"the statistics cover models {', '.join(self.models)}, not "
-                                   f"{', '.join(missing)} (was a node renamed? learn again)", path=str(self.path))
-
-    def tensor(self, model: str, name: str, device: torch.device, shape: tuple[int, ...]) -> torch.Tensor | None:
-        """``model``'s statistic of tensor ``name`` in fp32 on ``device``, or None when it has none;
-        raises unless it has the expected ``shape``."""
-        key = statistics_key(model, name)
-        if key not in self.checkpoint:
-            return None
-        found = self.checkpoint.info(key).shape
-        if found != tuple(shape):
-            raise EngineInputError(f"the statistics of model '{model}' for tensor '{name}' have shape {list(found)}, "
-                                   f"expected {list(shape)} (gathered on another model? learn again)",
-                                   path=str(self.path), tensor=name)
-        return self.checkpoint.get(key, device, dtype=torch.float32)
-
-
-_open_lock = threading.Lock()
-_open_files: dict[tuple[str, int, int], Statistics] = {}
-
-
-def open_statistics(path: str) -> Statistics:
-    """The statistics file at ``path``, opened once per (path, size, mtime) and kept open (headers only)."""
-    if not path:
-        raise EngineInputError("no statistics file given: run `weightsmith learn` to gather the statistics "
-                               "this method merges with")
-    p = Path(path).expanduser().resolve()
-    if not p.is_file():
-        raise EngineInputError("statistics file not found (run `weightsmith learn` again?)", path=str(p))
-    st = p.stat()
-    key = (str(p), st.st_size, st.st_mtime_ns)
-    with _open_lock:
-        if key not in _open_files:
-            for old in [k for k in _open_files if k[0] == key[0]]:
-                _open_files.pop(old).checkpoint.close()
-            _open_files[key] = Statistics(p, open_checkpoint(p))
-        return _open_files[key]
+def gathered(ctx: TensorContext) -> TensorStatistics:
+    """The tensor's statistics the executor opened for the method (a clear error when there are none)."""
+    if ctx.statistics is None:
+        raise EngineInputError("this method merges with statistics gathered on data, and none were handed to it "
+                               "(run it in a recipe whose merge node names its statistics file)", tensor=ctx.name)
+    return ctx.statistics
 
 
 def _weighted_average(models: Sequence[torch.Tensor], weights: Sequence[float]) -> torch.Tensor:
@@ -127,18 +60,18 @@ def fisher_merge(inputs: MergeInputs, params: dict[str, Any], ctx: TensorContext
     1e-6) keeps the denominator positive. A tensor without Fisher values (not differentiated) gets the
     weighted average.
     """
-    stats = open_statistics(params["statistics"])
-    stats.require("fisher", inputs.keys)
+    stats = gathered(ctx)
     weights = [float(w) for w in params["weight"]]
     if params["normalize"]:
-        missing = [k for k in inputs.keys if k not in stats.fisher_norms]
+        norms = stats.metadata("fisher_norms", {})
+        missing = [k for k in inputs.keys if k not in norms]
         if missing:
             raise EngineInputError(f"the statistics hold no Fisher norm for {', '.join(missing)}; "
-                                   "set normalize to false", path=str(stats.path))
-        inverse = [1.0 / (float(stats.fisher_norms[k]) + params["epsilon"]) for k in inputs.keys]
+                                   "set normalize to false", path=stats.source)
+        inverse = [1.0 / (float(norms[k]) + params["epsilon"]) for k in inputs.keys]
         weights = [w * v / sum(inverse) for w, v in zip(weights, inverse)]
     models = inputs.models
-    fishers = [stats.tensor(k, ctx.name, ctx.device, tuple(models[0].shape)) for k in inputs.keys]
+    fishers = stats.tensors()
     if any(f is None for f in fishers):
         return _weighted_average(models, weights)
     numerator = torch.zeros_like(models[0])
@@ -163,6 +96,7 @@ register(MethodSpec(
         Param("epsilon", "float", 1e-6, "added to every Fisher value (keeps the division finite)", min=0.0, max=1.0),
     ),
     merge=fisher_merge,
+    statistics_file=StatisticsFile("fisher", shape=lambda shape: shape, metadata=("fisher_norms",)),
     requirements=frozenset({Requirement.LABELED, Requirement.GRADIENTS}),
     needs_base=False,
     reference="Matena & Raffel 2022, Merging Models with Fisher-Weighted Averaging (arXiv:2111.09832)",
@@ -199,6 +133,11 @@ def conjugate_gradient(a: torch.Tensor, b: torch.Tensor, x: torch.Tensor, iterat
     return x
 
 
+def gram_shape(shape: tuple[int, ...]) -> tuple[int, ...] | None:
+    """The Gram matrix ``[in, in]`` a linear layer's weight ``[out, in]`` is merged with; None for other tensors."""
+    return (shape[1], shape[1]) if len(shape) == 2 else None
+
+
 def regmean_merge(inputs: MergeInputs, params: dict[str, Any], ctx: TensorContext) -> torch.Tensor:
     """Linear weights: W* = (Σ_t W_t G̃_t)(Σ_t G̃_t)⁻¹, the minimiser of Σ_t ‖X_t Wᵀ − X_t W_tᵀ‖²;
     every other tensor (biases, norms) is the plain average, as in the RegMean paper.
@@ -210,14 +149,9 @@ def regmean_merge(inputs: MergeInputs, params: dict[str, Any], ctx: TensorContex
     ``iterations`` steps of conjugate gradient from the average of the weights, as MaTS does — cheaper
     for wide layers and well defined when the system is singular.
     """
-    stats = open_statistics(params["statistics"])
-    stats.require("regmean", inputs.keys)
+    grams = gathered(ctx).tensors()
     models = inputs.models
-    if models[0].dim() != 2:
-        return _weighted_average(models, [1.0] * len(models))
-    width = models[0].shape[1]
-    grams = [stats.tensor(k, ctx.name, ctx.device, (width, width)) for k in inputs.keys]
-    if any(g is None for g in grams):
+    if models[0].dim() != 2 or any(g is None for g in grams):
         return _weighted_average(models, [1.0] * len(models))
     alpha = float(params["alpha"])
     lhs = torch.zeros_like(grams[0])
@@ -250,6 +184,7 @@ register(MethodSpec(
         Param("iterations", "int", 100, "conjugate-gradient steps per layer (solver cg)", min=1, max=10000),
     ),
     merge=regmean_merge,
+    statistics_file=StatisticsFile("regmean", shape=gram_shape),
     requirements=frozenset({Requirement.UNLABELED}),
     needs_base=False,
     reference="Jin et al. 2023, Dataless Knowledge Fusion by Merging Weights of Language Models (arXiv:2212.09849); "

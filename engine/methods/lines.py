@@ -21,6 +21,13 @@ def lines_factor(alpha: float, beta: float, layer: int | None, num_layers: int) 
     return alpha + beta * layer / (num_layers - 1)
 
 
+def lines_coefficients(params: dict[str, Any], n: int, ctx: TensorContext,
+                       inputs: MergeInputs) -> tuple[list[float], float]:
+    """The linear form ``θ = f·θ_merged + (1 − f)·θ0`` with f the layer's factor (``contextual_linear``)."""
+    f = lines_factor(float(params["alpha"]), float(params["beta"]), ctx.layer, ctx.num_layers)
+    return [f], 1.0 - f
+
+
 def lines(inputs: MergeInputs, params: dict[str, Any], ctx: TensorContext) -> torch.Tensor:
     """θ = θ0 + (α + β·ℓ/(L−1)) · (θ_merged − θ0) for the one connected (already merged) model.
 
@@ -49,4 +56,5 @@ register(MethodSpec(
     min_models=1,
     max_models=1,
     reference="Wang et al. 2025, LiNeS (arXiv:2410.17146); code wang-kee/LiNeS",
+    contextual_linear=lines_coefficients,
 ))

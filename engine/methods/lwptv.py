@@ -87,7 +87,8 @@ def with_lwptv(inner: MethodSpec, name: str, label: str) -> MethodSpec:
                      "See the module docstring for the saliency score (a reconstruction; the paper's exact\n"
                      "score was not available).")
     return replace(
-        inner, name=name, label=label, family="lwptv", aliases=(), linear=None,
+        inner, name=name, label=label, family="lwptv", aliases=(),
+        linear=None, contextual_linear=None, staged=None,  # its own merge: no inherited incremental form
         summary=f"{inner.label} after reverting each task's redundant layers to the base (LwPTV).",
         params=inner.params + (THRESHOLD,), merge=merge, statistic=statistic,
         reference="Zhang et al. 2025, Merging Smarter, Generalizing Better (arXiv:2506.09093)",

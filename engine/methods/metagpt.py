@@ -30,16 +30,10 @@ def squared_norms(inputs: MergeInputs) -> torch.Tensor:
     return torch.stack([torch.linalg.vector_norm(d).double().square() for d in inputs.deltas])
 
 
-def metagpt(inputs: MergeInputs, params: dict[str, Any], ctx: TensorContext) -> torch.Tensor:
-    """θ = θ0 + Σ_t λ_t τ_t with λ_t = ‖τ_t‖² / Σ_k ‖τ_k‖² (the λ_t sum to 1; all-zero task vectors give θ0).
-
-    The paper derives one coefficient per task from the task vectors' norms. Choices left open, and what
-    this implementation does: ``scope='model'`` (default) uses the norms over the whole model (a cheap
-    first statistics pass), as the METHODS catalogue states the formula; ``scope='layer'`` computes them
-    per numbered layer (tensors outside the layers use their own norms) and ``scope='tensor'`` per tensor,
-    for the layer-wise reading of the method. No ``linear`` form is declared: the coefficients depend on
-    the weights themselves, not only on the parameters.
-    """
+def metagpt_coefficients(params: dict[str, Any], n: int, ctx: TensorContext,
+                         inputs: MergeInputs) -> tuple[list[float], float]:
+    """The linear form of the merge (``contextual_linear``): ``([λ_t], 1 − Σ λ_t)`` with λ_t from the
+    squared norms over ``scope``; all-zero task vectors give ``([0, …], 1)`` (θ0)."""
     scope = params["scope"]
     if scope == "tensor" or (scope == "layer" and ctx.layer is None):
         norms = squared_norms(inputs)
@@ -48,11 +42,27 @@ def metagpt(inputs: MergeInputs, params: dict[str, Any], ctx: TensorContext) -> 
             raise EngineInputError(f"scope '{scope}' needs the statistics pass, which did not run", tensor=ctx.name)
         norms = ctx.stats[group_key(ctx, scope)]
     total = float(norms.sum())
-    out = inputs.base.clone()
     if total <= 0:
-        return out
-    for lam, d in zip((norms / total).tolist(), inputs.deltas):
-        out.add_(d, alpha=lam)
+        return [0.0] * n, 1.0
+    lams = (norms / total).tolist()
+    return lams, 1.0 - sum(lams)
+
+
+def metagpt(inputs: MergeInputs, params: dict[str, Any], ctx: TensorContext) -> torch.Tensor:
+    """θ = θ0 + Σ_t λ_t τ_t, λ_t = ‖τ_t‖² / Σ_k ‖τ_k‖² (the λ_t sum to 1; all-zero task vectors give θ0).
+
+    The paper derives one coefficient per task from the task vectors' norms. Choices left open, and what
+    this implementation does: ``scope='model'`` (default) uses the norms over the whole model (a cheap
+    first statistics pass), as the METHODS catalogue states the formula; ``scope='layer'`` computes them
+    per numbered layer (tensors outside the layers use their own norms) and ``scope='tensor'`` per tensor,
+    for the layer-wise reading of the method. The coefficients depend on the weights themselves, so the
+    method declares a ``contextual_linear`` form (``metagpt_coefficients``) rather than a ``linear`` one.
+    """
+    lams, _ = metagpt_coefficients(params, len(inputs), ctx, inputs)
+    out = inputs.base.clone()
+    for lam, d in zip(lams, inputs.deltas):
+        if lam != 0.0:
+            out.add_(d, alpha=lam)
     return out
 
 
@@ -78,4 +88,5 @@ register(MethodSpec(
     min_models=1,
     reference="Zhou et al. 2024, MetaGPT: Model Exclusive Task Arithmetic (arXiv:2406.11385)",
     statistic=norm_statistic,
+    contextual_linear=metagpt_coefficients,
 ))

@@ -17,7 +17,7 @@ its "pre" weights (embeddings) and its "post" weights (final norm, LM head) with
 take the first anchor, never the last.
 
 mergekit matches a filter as a plain substring of the tensor name; Weightsmith recipes use regular
-expressions (a superset). ``engine.graph.mergekit`` escapes filters on import.
+expressions (a superset). The mergekit importer escapes filters on import.
 
 A per-model value may be a scalar (all models), a list aligned with the inputs (for a per-model
 parameter a list is always read per model, never as one gradient), or a mapping from the input node id

@@ -66,7 +66,7 @@ def with_consensus(inner: MethodSpec, name: str, label: str) -> MethodSpec:
                   min=0, max=64),
             MASK_LAMBDA,
         ),
-        merge=merge, linear=None,
+        merge=merge, linear=None, contextual_linear=None, staged=None,  # its own merge: no inherited incremental form
         reference="Wang et al. 2024, Localizing Task Information (arXiv:2405.07813); code nik-dim/tall_masks",
     )
 

@@ -2,17 +2,26 @@
 
 Yadav et al. 2023, "TIES-Merging: Resolving Interference When Merging Models" (arXiv:2306.01708);
 reference code prateeky2806/ties-merging; mergekit ``ties``.
+
+Besides the one-call merge, TIES declares its staged form (``StagedForm``) for live tuning:
+
+1. ``trim_masks``: which entries of each τt survive the trim (what ``trim`` keeps). A mask depends on
+   τt, its density, the scope and the tie rule only (plus the whole-model threshold with
+   ``scope='model'``; see ``trim_mask_key``), so it is reused when the weights, ``normalize`` or λ move,
+   and only the models whose density changed are trimmed again;
+2. ``elect_and_mean``: the elected signs and the (weighted) disjoint mean of the masked vectors through
+   ``gta.combine`` — the merged task vector τm, reused when only λ moves.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Hashable, Sequence
 
 import torch
 
-from engine.methods.base import MergeInputs, MethodSpec, ModelStatistic, TensorContext
-from engine.methods.gta import check_scope, gta_merge, magnitudes_at
+from engine.methods.base import MergeInputs, MethodSpec, ModelStatistic, StagedForm, TensorContext
+from engine.methods.gta import check_scope, combine, gta_merge, magnitudes_at
 from engine.methods.params import LAMBDA, SCOPE, TIE_BREAK, WEIGHT, density, normalize
 from engine.methods.registry import register
 from engine.methods.sparsify import keep_count, sorted_window_mask
@@ -90,6 +99,43 @@ def ties(inputs: MergeInputs, params: dict[str, Any], ctx: TensorContext) -> tor
     return gta_merge(inputs, params, trim(trim_keepers(inputs, params, ctx)), elect_sign=True)
 
 
+def trim_mask_key(params: dict[str, Any], t: int, ctx: TensorContext) -> Hashable:
+    """What model t's trim mask depends on besides τt: its density, and the scope's threshold or tie rule."""
+    d = params["density"][t]
+    if d >= 1 or d <= 0:
+        return ("all" if d >= 1 else "none",)
+    if params["scope"] == "model":
+        threshold = ctx.stats[t][0]
+        return (float(d), "model", None if threshold is None else float(threshold))
+    return (float(d), "tensor", params["tie_break"])
+
+
+def trim_masks(inputs: MergeInputs, params: dict[str, Any], ctx: TensorContext, outs: Sequence[torch.Tensor],
+               stale: Sequence[bool]) -> None:
+    """Write the trim mask (the entries ``trim`` keeps) of every model marked ``stale`` into its bool
+    tensor of ``outs``."""
+    check_scope(params, ctx)
+    keepers = trim_keepers(inputs, params, ctx)
+    for delta, keep, out, redo in zip(inputs.deltas, keepers, outs, stale):
+        if not redo:
+            continue
+        if keep is None:
+            out.fill_(True)
+        elif isinstance(keep, torch.Tensor) and keep.dtype == torch.bool:
+            out.copy_(keep.view(out.shape))
+        elif isinstance(keep, float) and math.isinf(keep):
+            out.fill_(False)
+        else:
+            torch.ge(delta.abs(), keep, out=out)
+
+
+def elect_and_mean(deltas: Sequence[torch.Tensor], masks: Sequence[torch.Tensor],
+                   params: dict[str, Any]) -> torch.Tensor:
+    """The merged task vector τm of TIES from the task vectors and their trim masks (a fresh tensor)."""
+    trimmed = [d * m for d, m in zip(deltas, masks)]
+    return combine(trimmed, params["weight"], elect_sign=True, normalize=params["normalize"])
+
+
 def global_top_k(params: dict[str, Any]) -> ModelStatistic | None:
     """For ``scope='model'``: per model, the exact k-th largest |τ_t| over the whole model."""
     if params.get("scope", "tensor") != "model":
@@ -119,4 +165,5 @@ register(MethodSpec(
     min_models=1,
     reference="Yadav et al. 2023, TIES-Merging (arXiv:2306.01708); code prateeky2806/ties-merging",
     statistic=global_top_k,
+    staged=StagedForm(mask_key=trim_mask_key, masks=trim_masks, combine=elect_and_mean),
 ))
