@@ -49,7 +49,7 @@ bundle-test: bundle
 	sh packaging/bundle_test.sh $(BUNDLE)
 
 screenshots: $(STAMP)
-	QT_QPA_PLATFORM=offscreen $(PY) -m app.screenshots docs/screenshots
+	QT_QPA_PLATFORM=offscreen $(PY) -m app.devtools.screenshots docs/screenshots
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
 
     log_path = setup_logging(console=not args.self_test)  # the self-test prints its own lines
     if args.self_test:
-        from app.selftest import main as self_test
+        from app.devtools.selftest import main as self_test
 
         return self_test()
 
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         splash.finish(window)
     project = args.project_opt or args.project
     if args.screenshot:
-        from app.screenshot import ScreenshotTaker
+        from app.devtools.screenshot import ScreenshotTaker
 
         open_startup_project(window, project)
         taker = ScreenshotTaker(window, args.screenshot, select=args.select, run=args.run, part=args.capture)

@@ -1,24 +1,11 @@
-"""How numbers read in the UI: byte sizes, parameter counts, durations, dtype mixes."""
+"""How numbers read in the UI: byte sizes, parameter counts (both the engine's, so the GUI and the
+command line agree), durations, dtype mixes."""
 
 from __future__ import annotations
 
+from engine.runtime.formatting import human_bytes, human_count
 
-def human_bytes(n: float) -> str:
-    """``512 B``, ``3.4 MB``, ``14.2 GB`` (decimal units, as model hubs write them)."""
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    raise AssertionError("unreachable")
-
-
-def human_count(n: int) -> str:
-    """``950``, ``12.3K``, ``6.74M``, ``7.24B`` parameters."""
-    for div, unit in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
-        if n >= div:
-            value = n / div
-            return f"{value:.3g}{unit}" if value < 100 else f"{value:.0f}{unit}"
-    return str(n)
+__all__ = ["format_duration", "human_bytes", "human_count", "main_dtype"]
 
 
 def format_duration(seconds: float) -> str:

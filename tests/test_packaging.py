@@ -40,7 +40,7 @@ def clean_logging():
 
 
 def test_self_test_passes_in_process(qapp, tmp_path):
-    from app.selftest import run_self_test
+    from app.devtools.selftest import run_self_test
 
     lines: list[str] = []
     assert run_self_test(tmp_path, lines.append), "\n".join(lines)
@@ -53,7 +53,7 @@ def test_self_test_passes_in_process(qapp, tmp_path):
 def test_hand_ties_matches_the_paper_on_a_small_case():
     import torch
 
-    from app.selftest import hand_ties
+    from app.devtools.selftest import hand_ties
 
     base = torch.zeros(4)
     a, b = torch.tensor([3.0, -1.0, 0.5, 2.0]), torch.tensor([1.0, 2.0, -0.1, -4.0])

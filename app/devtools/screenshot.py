@@ -95,8 +95,6 @@ class ScreenshotTaker(QObject):
         self._finish()
 
     def _finish(self) -> None:
-        self.window.results_views.shutdown()  # join the live loop's thread before the process exits
-        self.window.jobs.cancel_all()
-        self.window.jobs.wait(30_000)
+        self.window.document.shutdown(30_000)  # join the live loop's thread and the jobs before the process exits
         self.window.autosave.discard()
         QApplication.instance().exit(self.exit_code)

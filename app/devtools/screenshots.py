@@ -1,4 +1,4 @@
-"""``python -m app.screenshots [OUT_DIR]`` (``make screenshots``): refresh the README's screenshots.
+"""``python -m app.devtools.screenshots [OUT_DIR]`` (``make screenshots``): refresh the README's screenshots.
 
 1. ``main-window.png`` (1600×1000) and ``main-window-1280x720.png``: the window on the demo project (the
    demo zoo is built first if it is missing);
@@ -26,7 +26,7 @@ from app.settings import AppPaths
 from engine.graph import Edge, Node, Recipe
 from engine.zoo import build_zoo
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 LAYERS, WIDTH, FFN, VOCAB = 24, 512, 1408, 8000
 
 
