@@ -1,116 +1,115 @@
-"""Undoable edits of a Recipe: every change the GUI makes to the merge graph is one of these commands.
+"""Undoable edits of the document's recipe: every change the GUI makes to the merge graph is one of these.
 
-Each command mutates the engine's ``Recipe`` in ``redo`` and restores it exactly (``recipe.to_json()``
-equal to before) in ``undo``; views update themselves from the recipe's change events. Push them on
-the application's single ``QUndoStack``; group several with ``beginMacro``/``endMacro``.
+Each command edits the recipe through the ``app.document.Document``'s mutators in ``redo`` and restores
+it exactly (``recipe.to_json()`` equal to before) in ``undo``; the mutators emit the document's typed
+signals, which the views follow. Push them with ``document.push`` (the document's single
+``QUndoStack``); group several with ``beginMacro``/``endMacro``.
 """
 
 from __future__ import annotations
 
 import copy
 import re
-from typing import Any, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 from PySide6.QtGui import QUndoCommand
 
 from engine.graph.recipe import Edge, Node, Recipe
+
+if TYPE_CHECKING:
+    from app.document import Document
 
 Pos = Sequence[float]
 
 _SET_PARAM_ID = 0x57E7  # QUndoCommand.id() shared by every SetParamCommand (merging needs an id != -1)
 
 
-def _restore_ui(recipe: Recipe, node_id: str, ui: dict[str, Any]) -> None:
-    """Give a node exactly ``ui`` (keys not in it removed), announcing the change."""
-    node = recipe.node(node_id)
-    node.ui.clear()
-    recipe.set_ui(node_id, **copy.deepcopy(ui))
-
-
 class AddNodeCommand(QUndoCommand):
     """Add ``node`` at the end of the recipe, then ``edges`` (which may touch it)."""
 
-    def __init__(self, recipe: Recipe, node: Node, edges: Iterable[Edge] = (), parent: QUndoCommand | None = None):
+    def __init__(self, document: "Document", node: Node, edges: Iterable[Edge] = (),
+                 parent: QUndoCommand | None = None):
         super().__init__(f"Add {node.id}", parent)
-        self.recipe = recipe
+        self.document = document
         self.node = copy.deepcopy(node)
         self.edges = list(edges)
 
     def redo(self) -> None:
-        self.recipe.add_node(copy.deepcopy(self.node))
+        self.document.add_node(copy.deepcopy(self.node))
         for e in self.edges:
-            self.recipe.add_edge(e)
+            self.document.add_edge(e)
 
     def undo(self) -> None:
         for e in reversed(self.edges):
-            self.recipe.remove_edge(e)
-        self.recipe.remove_node(self.node.id)
+            self.document.remove_edge(e)
+        self.document.remove_node(self.node.id)
 
 
 class RemoveNodesCommand(QUndoCommand):
     """Remove nodes and every edge touching them; undo puts nodes and edges back at their places."""
 
-    def __init__(self, recipe: Recipe, node_ids: Iterable[str], parent: QUndoCommand | None = None):
+    def __init__(self, document: "Document", node_ids: Iterable[str], parent: QUndoCommand | None = None):
         ids = set(node_ids)
-        self.node_ids = [nid for nid in recipe.nodes if nid in ids]
+        self.node_ids = [nid for nid in document.recipe.nodes if nid in ids]
         text = f"Delete {self.node_ids[0]}" if len(self.node_ids) == 1 else f"Delete {len(self.node_ids)} nodes"
         super().__init__(text, parent)
-        self.recipe = recipe
+        self.document = document
         self._removed: list[tuple[Node, int, list[tuple[int, Edge]]]] = []
 
     def redo(self) -> None:
-        self._removed = [self.recipe.remove_node(nid) for nid in self.node_ids]
+        self._removed = [self.document.remove_node(nid) for nid in self.node_ids]
 
     def undo(self) -> None:
         for node, index, edges in reversed(self._removed):
-            self.recipe.restore_node(node, index, edges)
+            self.document.restore_node(node, index, edges)
         self._removed = []
 
 
 class ConnectCommand(QUndoCommand):
     """Add an edge (at the end of the edge list, i.e. last in its port's order)."""
 
-    def __init__(self, recipe: Recipe, edge: Edge, parent: QUndoCommand | None = None):
+    def __init__(self, document: "Document", edge: Edge, parent: QUndoCommand | None = None):
         super().__init__(f"Connect {edge.src} → {edge.dst}.{edge.port}", parent)
-        self.recipe = recipe
+        self.document = document
         self.edge = edge
 
     def redo(self) -> None:
-        self.recipe.add_edge(self.edge)
+        self.document.add_edge(self.edge)
 
     def undo(self) -> None:
-        self.recipe.remove_edge(self.edge)
+        self.document.remove_edge(self.edge)
 
 
 class DisconnectCommand(QUndoCommand):
     """Remove an edge; undo puts it back at its old place in the edge order."""
 
-    def __init__(self, recipe: Recipe, edge: Edge, parent: QUndoCommand | None = None):
+    def __init__(self, document: "Document", edge: Edge, parent: QUndoCommand | None = None):
         super().__init__(f"Disconnect {edge.src} → {edge.dst}.{edge.port}", parent)
-        self.recipe = recipe
+        self.document = document
         self.edge = edge
         self._index = -1
 
     def redo(self) -> None:
-        self._index = self.recipe.remove_edge(self.edge)
+        self._index = self.document.remove_edge(self.edge)
 
     def undo(self) -> None:
-        self.recipe.add_edge(self.edge, self._index)
+        self.document.add_edge(self.edge, self._index)
 
 
 class SetParamCommand(QUndoCommand):
     """Set one parameter. Consecutive commands on the same node and key that carry the same non-None
-    ``merge_key`` merge into one undo step (a slider drag passes one key per press)."""
+    ``merge_key`` merge into one undo step (a slider drag passes one key per press). Redo and undo
+    change that one key (``paramsChanged(node_id, key)``), except undoing a key the node did not have."""
 
-    def __init__(self, recipe: Recipe, node_id: str, key: str, value: Any, merge_key: str | None = None,
+    def __init__(self, document: "Document", node_id: str, key: str, value: Any, merge_key: str | None = None,
                  parent: QUndoCommand | None = None):
         super().__init__(f"Set {node_id}.{key}", parent)
-        self.recipe = recipe
+        self.document = document
         self.node_id = node_id
         self.key = key
         self.value = copy.deepcopy(value)
         self.merge_key = merge_key
-        self._old_params = copy.deepcopy(recipe.node(node_id).params)
+        self._old_params = copy.deepcopy(document.recipe.node(node_id).params)
 
     def id(self) -> int:  # noqa: A003 (Qt's name)
         return _SET_PARAM_ID if self.merge_key is not None else -1
@@ -125,27 +124,31 @@ class SetParamCommand(QUndoCommand):
         return True
 
     def redo(self) -> None:
-        self.recipe.set_param(self.node_id, self.key, self.value)
+        self.document.set_param(self.node_id, self.key, self.value)
 
     def undo(self) -> None:
-        self.recipe.set_params(self.node_id, self._old_params)
+        if self.key in self._old_params:
+            self.document.set_param(self.node_id, self.key, self._old_params[self.key])
+        else:
+            self.document.set_params(self.node_id, self._old_params)
 
 
 class SetParamsCommand(QUndoCommand):
     """Replace all of a node's parameters (e.g. switching a merge method and its defaults)."""
 
-    def __init__(self, recipe: Recipe, node_id: str, params: Mapping[str, Any], parent: QUndoCommand | None = None):
+    def __init__(self, document: "Document", node_id: str, params: Mapping[str, Any],
+                 parent: QUndoCommand | None = None):
         super().__init__(f"Set {node_id} parameters", parent)
-        self.recipe = recipe
+        self.document = document
         self.node_id = node_id
         self.params = copy.deepcopy(dict(params))
-        self._old_params = copy.deepcopy(recipe.node(node_id).params)
+        self._old_params = copy.deepcopy(document.recipe.node(node_id).params)
 
     def redo(self) -> None:
-        self.recipe.set_params(self.node_id, self.params)
+        self.document.set_params(self.node_id, self.params)
 
     def undo(self) -> None:
-        self.recipe.set_params(self.node_id, self._old_params)
+        self.document.set_params(self.node_id, self._old_params)
 
 
 class MoveNodesCommand(QUndoCommand):
@@ -154,13 +157,14 @@ class MoveNodesCommand(QUndoCommand):
     An ``old_pos`` of None means the node had no stored position; undo removes it again.
     """
 
-    def __init__(self, recipe: Recipe, moves: Mapping[str, tuple[Pos | None, Pos]], parent: QUndoCommand | None = None):
+    def __init__(self, document: "Document", moves: Mapping[str, tuple[Pos | None, Pos]],
+                 parent: QUndoCommand | None = None):
         super().__init__(f"Move {next(iter(moves))}" if len(moves) == 1 else f"Move {len(moves)} nodes", parent)
-        self.recipe = recipe
+        self.document = document
         self.moves = {nid: [float(new[0]), float(new[1])] for nid, (_old, new) in moves.items()}
         self._old_ui: dict[str, dict[str, Any]] = {}
         for nid, (old, _new) in moves.items():
-            ui = copy.deepcopy(recipe.node(nid).ui)
+            ui = copy.deepcopy(document.recipe.node(nid).ui)
             if old is None:  # the node had no stored position (laid out automatically)
                 ui.pop("pos", None)
             else:
@@ -169,11 +173,11 @@ class MoveNodesCommand(QUndoCommand):
 
     def redo(self) -> None:
         for nid, pos in self.moves.items():
-            self.recipe.set_ui(nid, pos=list(pos))
+            self.document.set_ui(nid, {"pos": list(pos)})
 
     def undo(self) -> None:
         for nid, ui in self._old_ui.items():
-            _restore_ui(self.recipe, nid, ui)
+            self.document.set_ui(nid, ui, replace=True)
 
 
 def _id_prefix(node_id: str) -> str:
@@ -194,8 +198,9 @@ class PasteCommand(QUndoCommand):
     Raises ValueError for malformed fragments (before anything is pushed). ``new_ids`` maps each copied id to its new id once the command has been pushed.
     """
 
-    def __init__(self, recipe: Recipe, nodes_json: Sequence[Mapping[str, Any]], edges_json: Sequence[Mapping[str, str]],
-                 offset: Pos = (30.0, 30.0), parent: QUndoCommand | None = None):
+    def __init__(self, document: "Document", nodes_json: Sequence[Mapping[str, Any]],
+                 edges_json: Sequence[Mapping[str, str]], offset: Pos = (30.0, 30.0),
+                 parent: QUndoCommand | None = None):
         for n in nodes_json:
             if not (isinstance(n, Mapping) and isinstance(n.get("id"), str) and isinstance(n.get("type"), str)):
                 raise ValueError("a copied node lacks its 'id' or 'type'")
@@ -203,7 +208,7 @@ class PasteCommand(QUndoCommand):
             if not (isinstance(e, Mapping) and all(isinstance(e.get(k), str) for k in ("from", "to", "port"))):
                 raise ValueError("a copied edge lacks 'from', 'to' or 'port'")
         super().__init__("Paste" if len(nodes_json) != 1 else f"Paste {nodes_json[0]['id']}", parent)
-        self.recipe = recipe
+        self.document = document
         self.nodes_json = copy.deepcopy(list(nodes_json))
         self.edges_json = copy.deepcopy(list(edges_json))
         self.offset = (float(offset[0]), float(offset[1]))
@@ -213,10 +218,11 @@ class PasteCommand(QUndoCommand):
 
     def _build(self) -> None:
         """Choose fresh ids against the current recipe (first redo only, so redo is repeatable)."""
-        taken = set(self.recipe.nodes)
+        recipe = self.document.recipe
+        taken = set(recipe.nodes)
         for n in self.nodes_json:
             prefix = _id_prefix(str(n["id"]))
-            new_id = self.recipe.new_id(prefix)
+            new_id = recipe.new_id(prefix)
             i = 2
             while new_id in taken:
                 new_id = f"{prefix}_{i}"
@@ -238,28 +244,28 @@ class PasteCommand(QUndoCommand):
         if not self._nodes:
             self._build()
         for node in self._nodes:
-            self.recipe.add_node(copy.deepcopy(node))
+            self.document.add_node(copy.deepcopy(node))
         for e in self._edges:
-            self.recipe.add_edge(e)
+            self.document.add_edge(e)
 
     def undo(self) -> None:
         for node in reversed(self._nodes):
-            self.recipe.remove_node(node.id)
+            self.document.remove_node(node.id)
 
 
 class ReplaceRecipeCommand(QUndoCommand):
     """Replace the whole recipe content (open a preset, import mergekit YAML) as one undo step."""
 
-    def __init__(self, recipe: Recipe, new_recipe_json: Mapping[str, Any], text: str = "Replace recipe",
+    def __init__(self, document: "Document", new_recipe_json: Mapping[str, Any], text: str = "Replace recipe",
                  parent: QUndoCommand | None = None):
         super().__init__(text, parent)
-        self.recipe = recipe
+        self.document = document
         self.new_json = copy.deepcopy(dict(new_recipe_json))
-        self._old_json = recipe.to_json()
+        self._old_json = document.recipe.to_json()
         Recipe.from_json(self.new_json)  # raise EngineInputError now, not inside the undo stack
 
     def redo(self) -> None:
-        self.recipe.replace_with(Recipe.from_json(self.new_json, self.recipe.base_dir))
+        self.document.replace_recipe(Recipe.from_json(self.new_json, self.document.recipe.base_dir))
 
     def undo(self) -> None:
-        self.recipe.replace_with(Recipe.from_json(self._old_json, self.recipe.base_dir))
+        self.document.replace_recipe(Recipe.from_json(self._old_json, self.document.recipe.base_dir))

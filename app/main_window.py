@@ -1,10 +1,11 @@
-"""The main window: Library (left), Graph (centre), Inspector (right), Tasks & Log and Results (bottom).
+"""The main window: Library (left), Graph (centre), Inspector (right), Tasks & Log, Results and Analysis (bottom).
 
-The window owns the one ``Recipe`` the session edits, the undo stack every edit goes through, and the
-job manager that runs merges off the UI thread. It wires the panels together: selecting a node shows
-it in the Inspector, library entries become Checkpoint nodes, validation problems reach the Inspector,
-job errors become a dialog and a log line. It also owns the project: New/Open/Save, recent files,
-autosave and the recovery offer after a crash.
+The window owns the ``app.document.Document`` — the one recipe the session edits, the undo stack every
+edit goes through, the selection, the job manager that runs merges off the UI thread and live tuning —
+and lays out the panels, each built on that document. It wires what is not the document's: library
+entries become Checkpoint nodes, validation problems reach the Inspector, job errors become a dialog
+and a log line, the results' notes reach the status bar. It also owns the project: New/Open/Save,
+recent files, autosave and the recovery offer after a crash.
 """
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QByteArray, QModelIndex, QPointF, Qt, QTimer, QUrl, Signal
-from PySide6.QtGui import QAction, QCloseEvent, QDesktopServices, QKeySequence, QUndoStack
+from PySide6.QtGui import QAction, QCloseEvent, QDesktopServices, QKeySequence
 from PySide6.QtWidgets import (QApplication, QDockWidget, QFileDialog, QFrame, QHBoxLayout, QLabel, QMainWindow,
                                QMessageBox, QPushButton, QSplitter, QToolBar, QToolButton, QVBoxLayout, QWidget)
 
 from app import theme
 from app.about import AboutDialog
+from app.analysis import AnalysisPanel
+from app.document import Document
 from app.formatting import human_count
 from app.graph import GraphScene, GraphView
 from app.graph.items import NodeItem
@@ -35,16 +38,17 @@ from app.log_panel import LogPanel
 from app.logging_setup import log_file
 from app.project import SUFFIX, Autosave, Project, Recovery
 from app.plugin_trust import PluginGate
-from app.results import install as install_results
-from app.scrolling import scrollable
+from app.results import ResultsPanel
 from app.results.records import evaluation_records
+from app.scrolling import scrollable
 from app.settings import AppPaths, Settings
 from app.settings_dialog import SettingsDialog
 from app.status import StatusFields
 from app.tasks_panel import TasksPanel
-from app.workers import Job, JobManager
+from app.workers import Job
 from engine.errors import EngineInputError
-from engine.graph import Recipe, RunResult, run_recipe, validate
+from engine.graph import Recipe, RunResult, nodes_of, run_recipe, validate
+from engine.graph.node_kinds import EVALUATE, MERGE, SAVE, node_kind, source_paths
 from engine.graph.mergekit import export_mergekit, import_mergekit_file
 from engine.methods import get_method
 
@@ -53,10 +57,9 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class GraphRunOutcome:
-    """What Run produced: the Save nodes' outputs, the Evaluate nodes' scores, the recipe that ran."""
+    """What Run produced (the Save nodes' outputs and the Evaluate nodes' runs) and the recipe that ran."""
 
-    written: RunResult | None
-    scores: dict[str, Any] | None
+    result: RunResult
     recipe: dict[str, Any]
 
 AUTOSAVE_MS = 15_000
@@ -94,27 +97,27 @@ class MainWindow(QMainWindow):
         self.paths = paths or AppPaths.default()
         self.settings = settings or Settings.load(self.paths)
         self.project_path: Path | None = None
-        self.results_history: list[dict[str, Any]] = []
         self.error_box: QMessageBox | None = None
         self.notice: NoticeBanner | None = None
         self.run_job: Job | None = None
-        self._revision = 0
         self._autosaved_revision = 0
         self._recovered = False
         self._unreadable: dict[str, tuple[int, str]] = {}  # checkpoint path → (mtime, why it cannot be read)
         self.setWindowIcon(theme.app_icon())
         self.setDockNestingEnabled(True)
 
-        self.recipe = Recipe("untitled")
-        self.recipe.subscribe(self._on_recipe_event)
-        self.undo_stack = QUndoStack(self)
-        self.jobs = JobManager(self)
-        self.scene = GraphScene(self.recipe, self.undo_stack, self)
+        self.document = Document(device=self.settings.device, parent=self)
+        self.recipe = self.document.recipe
+        self.undo_stack = self.document.undo_stack
+        self.jobs = self.document.jobs
+        self.scene = GraphScene(self.document, self)
         self.view = GraphView(self.scene)
         self.library = LibraryPanel(self.jobs)
-        self.inspector = InspectorPanel(self.recipe, self.undo_stack, describe_checkpoint=self._describe_checkpoint,
+        self.inspector = InspectorPanel(self.document, describe_checkpoint=self._describe_checkpoint,
                                         layers_of=self._layers_of)
-        self.tasks = TasksPanel(self.jobs)
+        self.tasks = TasksPanel(self.document)
+        self.results_panel = ResultsPanel(self.document)
+        self.analysis_panel = AnalysisPanel(self.document)
         self.log_panel = LogPanel()
         self.log_panel.attach()
 
@@ -125,14 +128,22 @@ class MainWindow(QMainWindow):
         self._build_toolbar()
         self.status = StatusFields(self.statusBar())
         self.status.set_device(self.settings.device)
+        self.latency = QLabel("slider → plot –")
+        self.latency.setToolTip("Time from the last slider value to the redrawn results plot")
+        self.statusBar().addPermanentWidget(self.latency)
 
-        self.scene.nodeSelected.connect(self.inspector.show_node)
+        self.document.nodeAdded.connect(self._library_follow_graph)
+        self.document.paramsChanged.connect(self._on_params_changed)
+        self.document.recipeReplaced.connect(self._library_follow_graph)
         self.scene.problemsChanged.connect(self.inspector.set_problems)
         self.scene.connectionRefused.connect(self._on_connection_refused)
         self.library.errorOccurred.connect(self.show_error)
         self.library.inspectFailed.connect(self._on_checkpoint_unreadable)
         self.library.addToGraphRequested.connect(self.add_checkpoints_to_graph)
         self.library.model.dataChanged.connect(self._refresh_checkpoint_inspector)
+        self.inspector.sweepRequested.connect(self._sweep_parameter)
+        self.results_panel.latencyChanged.connect(lambda ms: self.latency.setText(f"slider → plot {ms:.0f} ms"))
+        self.results_panel.statusMessage.connect(lambda text: self.statusBar().showMessage(text, 5000))
         self.undo_stack.cleanChanged.connect(self._update_title)
         self.jobs.busyChanged.connect(self._on_busy_changed)
 
@@ -141,8 +152,6 @@ class MainWindow(QMainWindow):
         self._autosave_timer.timeout.connect(self.autosave_now)
         self._autosave_timer.start()
         self.plugin_gate = PluginGate(self)  # asks before a plugin task's code may run
-        self.results_views = install_results(self)  # live tuning, results and analysis docks
-        self.recipe.subscribe(self._on_recipe_event_for_plugins)
 
         self.resize(1500, 920)
         self._restore_window_state()
@@ -190,14 +199,12 @@ class MainWindow(QMainWindow):
         split.addWidget(self.log_panel)
         split.setSizes([500, 700])
         self.tasks_dock = self._dock("Tasks && Log", "TasksDock", split, Qt.BottomDockWidgetArea)
-        self.results_container = QWidget()
-        results_layout = QVBoxLayout(self.results_container)
-        results_layout.setContentsMargins(8, 8, 8, 8)
-        results_layout.addWidget(QLabel("Evaluation results appear here after an Evaluate node runs.",
-                                        objectName="Hint", alignment=Qt.AlignCenter))
-        self.results_dock = self._dock("Results", "ResultsDock", self.results_container, Qt.BottomDockWidgetArea)
+        self.results_dock = self._dock("Results", "ResultsDock", self.results_panel, Qt.BottomDockWidgetArea)
+        self.analysis_dock = self._dock("Analysis", "AnalysisDock", self.analysis_panel, Qt.BottomDockWidgetArea)
+        self.analysis_dock.visibilityChanged.connect(self.analysis_panel.set_shown)
         self.tabifyDockWidget(self.tasks_dock, self.results_dock)
-        self.tasks_dock.raise_()
+        self.tabifyDockWidget(self.results_dock, self.analysis_dock)
+        self.results_dock.raise_()
         self.resizeDocks([self.library_dock, self.inspector_dock], [480, 400], Qt.Horizontal)
         self.resizeDocks([self.tasks_dock], [230], Qt.Vertical)
 
@@ -298,9 +305,10 @@ class MainWindow(QMainWindow):
         add_menu = graph.addMenu("Add")
         merge_menu, groups = None, {}
         for entry in palette_entries():
-            if entry.node_type == "merge":
-                merge_menu = merge_menu or add_menu.addMenu(theme.icon("merge"), "Merge")
-                group = get_method(str(entry.params["method"])).group
+            kind = node_kind(entry.node_type)
+            if kind.method_param:
+                merge_menu = merge_menu or add_menu.addMenu(theme.icon(kind.icon), kind.label)
+                group = get_method(str(entry.params[kind.method_param])).group
                 groups[group] = groups.get(group) or merge_menu.addMenu(group)
                 target, label = groups[group], entry.label.split("▸")[-1].strip()
             else:
@@ -315,7 +323,7 @@ class MainWindow(QMainWindow):
         view = bar.addMenu("&View")
         view.addActions([self.fit_action, self.zoom_in_action, self.zoom_out_action])
         view.addSeparator()
-        for dock in (self.library_dock, self.inspector_dock, self.tasks_dock, self.results_dock):
+        for dock in (self.library_dock, self.inspector_dock, self.tasks_dock, self.results_dock, self.analysis_dock):
             view.addAction(dock.toggleViewAction())
         view.addAction(self.bottom_panel_action)
         view.addSeparator()
@@ -367,10 +375,10 @@ class MainWindow(QMainWindow):
 
     def add_node(self, entry: PaletteEntry) -> str:
         """Add a palette entry's node at the view's centre (a Save node starts from the settings)."""
-        if entry.node_type == "save":
+        if entry.node_type == SAVE.name:
             out = Path(self.settings.output_dir) / f"{self.recipe.name}-merged"
-            entry = PaletteEntry(entry.label, "save", {"path": str(out), "dtype": self.settings.save_dtype,
-                                                       **entry.params}, entry.help)
+            entry = PaletteEntry(entry.label, SAVE.name, {"path": str(out), "dtype": self.settings.save_dtype,
+                                                          **entry.params}, entry.help)
         return self.view.add_entry(entry)
 
     def auto_layout(self) -> None:
@@ -396,7 +404,7 @@ class MainWindow(QMainWindow):
     def check_graph(self) -> Job:
         """Validate the graph with every checkpoint's header opened (in a worker); problems go to the
         nodes (red, with the reason as tooltip), the log and the status bar."""
-        snapshot, revision = self.recipe.copy(), self._revision
+        snapshot, revision = self.recipe.copy(), self.document.revision
         self.statusBar().showMessage("Checking the graph (reading the checkpoints' headers)…")
         job = self.jobs.submit("Check graph", lambda _progress, _cancel: validate(snapshot, open_files=True),
                                kind="inspect", visible=False, heavy=False)
@@ -405,7 +413,7 @@ class MainWindow(QMainWindow):
         return job
 
     def _on_graph_checked(self, problems: list, revision: int) -> None:
-        if revision != self._revision:
+        if revision != self.document.revision:
             self.statusBar().showMessage("The graph changed while it was checked; press F7 again", 6000)
             return
         structural = set(validate(self.recipe, open_files=False))
@@ -432,26 +440,29 @@ class MainWindow(QMainWindow):
             log.warning("Cannot read %s (used by %s): %s", path, ", ".join(nodes), message)
             self.statusBar().showMessage(f"Cannot read {Path(path).name}: {message}", 8000)
 
-    def _on_recipe_event(self, event: str, details: dict[str, Any]) -> None:
-        self._revision += 1
-        if event in ("node_added", "params_changed", "reset"):
+    def _on_params_changed(self, node_id: str, _key: str) -> None:
+        """A checkpoint node's new file joins the library; a plugin file newly named by an Evaluate node
+        is asked about (once the edit has settled)."""
+        if node_id in source_paths(self.recipe):
             self._library_follow_graph()
+        node = self.recipe.nodes.get(node_id)
+        if node is not None and node.kind is EVALUATE:
+            QTimer.singleShot(0, self._confirm_plugins_now)
 
-    def _library_follow_graph(self) -> None:
+    def _library_follow_graph(self, *_node_id: str) -> None:
         """Checkpoints used in the graph appear in the library too (inspected there)."""
         listed = set(self.library.model.paths())
         missing = []
-        for node in self.recipe.nodes.values():
-            if node.type == "checkpoint" and node.params.get("path"):
-                path = self.recipe.resolve_path(node.params["path"]).resolve()
-                if str(path) in listed or not path.exists() or str(path) in missing:
-                    continue
-                known = self._unreadable.get(str(path))
-                if known is not None and known[0] == path.stat().st_mtime_ns:  # read before: mark, don't re-read
-                    QTimer.singleShot(0, lambda n=node.id, m=f"cannot read {path}: {known[1]}":
-                                      self.scene.set_file_problems(n, [m]))
-                else:
-                    missing.append(str(path))
+        for nid, written in source_paths(self.recipe).items():
+            path = self.recipe.resolve_path(written).resolve()
+            if str(path) in listed or not path.exists() or str(path) in missing:
+                continue
+            known = self._unreadable.get(str(path))
+            if known is not None and known[0] == path.stat().st_mtime_ns:  # read before: mark, don't re-read
+                QTimer.singleShot(0, lambda n=nid, m=f"cannot read {path}: {known[1]}":
+                                  self.scene.set_file_problems(n, [m]))
+            else:
+                missing.append(str(path))
         if missing:
             self.library.add_paths(missing, report=False)
 
@@ -470,15 +481,21 @@ class MainWindow(QMainWindow):
         entry = self.library.model.entry(str(Path(path).resolve()))
         return entry.inspection.summary.num_layers if entry is not None and entry.inspection else 0
 
+    def _sweep_parameter(self, node_id: str, path: str) -> None:
+        """"Sweep this parameter…" from the Inspector: the Results panel asks for the range."""
+        self.results_panel.sweep_parameter(node_id, path)
+        self.results_dock.raise_()
+
     def _on_connection_refused(self, reason: str) -> None:
         self.statusBar().showMessage(f"Cannot connect: {reason}", 6000)
 
     def _refresh_checkpoint_inspector(self, top_left: QModelIndex, *_rest) -> None:
         """A shown Checkpoint node's description follows its library entry (inspected, fit checked)."""
         node = self.recipe.nodes.get(self.inspector.node_id)
-        if node is None or node.type != "checkpoint" or not node.params.get("path"):
+        path = source_paths(self.recipe).get(node.id) if node is not None else None
+        if path is None:
             return
-        if top_left.data(PathRole) == str(self.recipe.resolve_path(node.params["path"]).resolve()):
+        if top_left.data(PathRole) == str(self.recipe.resolve_path(path).resolve()):
             self.inspector.show_node(node.id)
 
     # ---- running ---------------------------------------------------------------------------------
@@ -493,8 +510,8 @@ class MainWindow(QMainWindow):
             self.show_error("The graph cannot run yet",
                             "\n".join(f"• {p.node_id + ': ' if p.node_id else ''}{p.message}" for p in problems))
             return None
-        saves = [n for n in self.recipe.nodes.values() if n.type == "save"]
-        evaluates = [n for n in self.recipe.nodes.values() if n.type == "evaluate"]
+        saves = [self.recipe.nodes[nid] for nid in nodes_of(self.recipe, SAVE)]
+        evaluates = [self.recipe.nodes[nid] for nid in nodes_of(self.recipe, EVALUATE)]
         if not saves and not evaluates:
             self.show_error("Nothing to run", "Add a Save or an Evaluate node and connect a model to it.")
             return None
@@ -517,13 +534,11 @@ class MainWindow(QMainWindow):
             ("Evaluate " + ", ".join(n.id for n in evaluates)) if evaluates else "")))
 
         def work(progress, cancel) -> GraphRunOutcome:
-            written = run_recipe(snapshot, device=device, progress=progress, cancel=cancel, force=force) if saves else None
-            scores = None
-            if evaluates:
-                from engine.evaluation.recipe import evaluate_recipe
+            from engine.evaluation import EvaluationService
 
-                scores = evaluate_recipe(snapshot, device=device, progress=progress, cancel=cancel)
-            return GraphRunOutcome(written, scores, snapshot.to_json())
+            result = run_recipe(snapshot, device=device, progress=progress, cancel=cancel, force=force,
+                                scorer=EvaluationService(device=device))
+            return GraphRunOutcome(result, snapshot.to_json())
 
         job = self.jobs.submit(title, work, kind="merge")
         job.succeeded.connect(self._on_run_succeeded)
@@ -536,21 +551,21 @@ class MainWindow(QMainWindow):
         return job
 
     def _on_run_succeeded(self, outcome: "GraphRunOutcome") -> None:
-        result = outcome.written
-        if result is not None:
+        result = outcome.result
+        if result.outputs:
             self.status.set_last_run(result.seconds)
-            for w in result.warnings:
-                log.warning(w)
-            for save_id, out in result.outputs.items():
-                log.info("Saved %s → %s", save_id, out)
+        for w in result.warnings:
+            log.warning(w)
+        for save_id, out in result.outputs.items():
+            log.info("Saved %s → %s", save_id, out)
         added = 0
-        if outcome.scores is not None:
-            for record in evaluation_records(outcome.scores, outcome.recipe):
-                added += bool(self.results_views.panel.add_run(record))
-            for run in outcome.scores["runs"]:
+        if result.evaluations:
+            for record in evaluation_records({"runs": result.evaluations}, outcome.recipe):
+                added += bool(self.results_panel.add_run(record))
+            for run in result.evaluations:
                 log.info("Evaluated %s: average accuracy %.4f", run["name"], run["average"].get("accuracy", float("nan")))
             self.results_dock.raise_()
-        written = len(result.outputs) if result is not None else 0
+        written = len(result.outputs)
         self.statusBar().showMessage(f"Done: {written} model(s) written, {added} run(s) added to the results", 8000)
         if written:
             out = next(iter(result.outputs.values()))
@@ -575,22 +590,16 @@ class MainWindow(QMainWindow):
         centre = self._view_centre()
         layout = {"graph": {"zoom": self.view.zoom(), "centre": [centre.x(), centre.y()]},
                   "docks": base64.b64encode(bytes(self.saveState())).decode("ascii")}
-        return Project(self.recipe.to_json(), layout, self.library.to_json(), list(self.results_history))
+        return Project(self.recipe.to_json(), layout, self.library.to_json(), list(self.document.results))
 
     def apply_project(self, project: Project, path: Path | None, *, recovered: bool = False) -> None:
         """Replace the open project (the undo history starts afresh)."""
-        loaded = Recipe.from_json(project.recipe, path.parent if path else None)
-        self.recipe.base_dir = loaded.base_dir
-        self.recipe.replace_with(loaded)
-        self.undo_stack.clear()
         self.project_path = path
-        self.results_history = list(project.results)
         self._recovered = recovered
-        graph_paths = [str(self.recipe.resolve_path(n.params["path"])) for n in self.recipe.nodes.values()
-                       if n.type == "checkpoint" and n.params.get("path")]
+        self.document.open(Recipe.from_json(project.recipe, path.parent if path else None), project.results)
+        graph_paths = [str(self.recipe.resolve_path(p)) for p in source_paths(self.recipe).values()]
         library = {**project.library, "base": project.library.get("base") or self._graph_base()}
         self.library.load_json(library, graph_paths)
-        self.tasks.clear_finished()  # the previous project's finished tasks do not belong to this one
         self.inspector.show_node("")
         docks = project.layout.get("docks")
         if docks:
@@ -601,16 +610,16 @@ class MainWindow(QMainWindow):
             self.view.centerOn(*graph.get("centre", (0, 0)))
         else:
             QTimer.singleShot(0, self.view.zoom_to_fit)
-        self._autosaved_revision = self._revision
+        self._autosaved_revision = self.document.revision
         self._update_title()
 
     def _graph_base(self) -> str | None:
         """The checkpoint on the first merge's base input: the natural base for the library's fits."""
-        for nid, node in self.recipe.nodes.items():
-            base = self.recipe.inputs(nid, "base") if node.type == "merge" else []
-            if base and self.recipe.nodes[base[0]].type == "checkpoint":
-                path = self.recipe.nodes[base[0]].params.get("path")
-                return str(self.recipe.resolve_path(path)) if path else None
+        sources = source_paths(self.recipe)
+        for nid in nodes_of(self.recipe, MERGE):
+            base = self.recipe.inputs(nid, "base")
+            if base and base[0] in sources:
+                return str(self.recipe.resolve_path(sources[base[0]]))
         return None
 
     def new_project(self) -> None:
@@ -718,9 +727,10 @@ class MainWindow(QMainWindow):
 
     def show_demo_hint(self) -> None:
         """On the demo project: select its merge node and say what to try."""
-        merge = next((n for n in self.recipe.nodes.values() if n.type == "merge"), None)
-        if merge is None:
+        merges = nodes_of(self.recipe, MERGE)
+        if not merges:
             return
+        merge = self.recipe.nodes[merges[0]]
         self.scene.select_node(merge.id)
         experts = len(self.recipe.inputs(merge.id, "models"))
         self.show_notice(f"This is the demo: {experts} experts merged by '{merge.id}' (selected). Move λ or density "
@@ -793,24 +803,18 @@ class MainWindow(QMainWindow):
     # ---- autosave and recovery -------------------------------------------------------------------
     def autosave_now(self) -> None:
         """Write the autosave if the recipe changed since the last one."""
-        if self._revision == self._autosaved_revision:
+        if self.document.revision == self._autosaved_revision:
             return
         try:
             self.autosave.write(self.project_state(), self.project_path)
         except OSError as exc:
             log.warning("autosave failed: %s", exc)
             return
-        self._autosaved_revision = self._revision
-
-    def _on_recipe_event_for_plugins(self, event: str, details: dict) -> None:
-        """A plugin file newly named by an Evaluate node is asked about (once the edit has settled)."""
-        node = self.recipe.nodes.get(details.get("node_id", ""))
-        if event == "params_changed" and node is not None and node.type == "evaluate":
-            QTimer.singleShot(0, self._confirm_plugins_now)
+        self._autosaved_revision = self.document.revision
 
     def _confirm_plugins_now(self) -> None:
         if self.plugin_gate.confirm(self.recipe.to_json(), self.recipe.base_dir):
-            self.results_views.follow_default()  # the live session may now load the trusted tasks
+            self.document.live.follow_default()  # the live session may now load the trusted tasks
 
     def offer_recovery(self) -> RecoveryBanner | None:
         """Show a banner when an earlier session left an autosave behind (it crashed)."""
@@ -851,6 +855,7 @@ class MainWindow(QMainWindow):
         if dialog.exec():
             self.settings = dialog.result_settings()
             self.status.set_device(self.settings.device)
+            self.document.live.device = self.settings.device  # from the next live session on
             self.set_theme(self.settings.theme)
             self.settings.save(self.paths)
 
@@ -861,7 +866,8 @@ class MainWindow(QMainWindow):
         self.light_action.setChecked(name == "light")
         for w in self.findChildren(QWidget):
             w.update()
-        self.results_views.restyle()
+        self.results_panel.restyle()
+        self.analysis_panel.restyle()
 
     def _restore_window_state(self) -> None:
         if self.settings.window_geometry:
@@ -886,9 +892,7 @@ class MainWindow(QMainWindow):
         if not self.confirm_cancel_jobs() or not self.maybe_save():
             event.ignore()
             return
-        self.results_views.shutdown()  # only now: a cancelled quit keeps live tuning running
-        self.jobs.cancel_all()
-        self.jobs.wait(10_000)
+        self.document.shutdown(10_000)  # only now: a cancelled quit keeps live tuning running
         self.autosave.discard()
         self.settings.window_geometry = base64.b64encode(bytes(self.saveGeometry())).decode("ascii")
         self.settings.window_state = base64.b64encode(bytes(self.saveState())).decode("ascii")
@@ -898,6 +902,5 @@ class MainWindow(QMainWindow):
             log.warning("cannot save settings: %s", exc)
         self.log_panel.detach()
         self.scene.detach()
-        self.recipe.unsubscribe(self._on_recipe_event)
         event.accept()
 

@@ -15,13 +15,14 @@ from typing import Any
 from PySide6.QtWidgets import QMessageBox, QWidget
 
 from engine.evaluation import trust
+from engine.graph.node_kinds import EVALUATE
 
 
 def plugin_files(recipe_json: dict[str, Any], folder: Path | None) -> list[Path]:
     """The ``.py`` task files the recipe's Evaluate nodes name, resolved against ``folder``."""
     found = []
     for node in recipe_json.get("nodes", []):
-        suite = node.get("params", {}).get("suite") if node.get("type") == "evaluate" else None
+        suite = node.get("params", {}).get(EVALUATE.file_param) if node.get("type") == EVALUATE.name else None
         if isinstance(suite, str) and suite.endswith(".py"):
             path = Path(suite).expanduser()
             path = path if path.is_absolute() or folder is None else folder / path

@@ -26,14 +26,14 @@ from typing import Any
 from PySide6.QtCore import QLockFile
 
 from engine.errors import EngineInputError
-from engine.jsonfiles import expect, read_json, write_json
+from engine.graph.node_kinds import node_kind
 from engine.graph.recipe import Recipe
+from engine.jsonfiles import expect, read_json, write_json
 
 FORMAT = "weightsmith-project"
 VERSION = 1
 SUFFIX = ".wsproj"
 log = logging.getLogger(__name__)
-PATH_PARAMS = {"checkpoint": "path", "save": "path", "evaluate": "suite"}
 
 
 def absolutize_paths(recipe_json: dict[str, Any], folder: Path) -> dict[str, Any]:
@@ -42,7 +42,10 @@ def absolutize_paths(recipe_json: dict[str, Any], folder: Path) -> dict[str, Any
     out = copy.deepcopy(recipe_json)
     for node in out.get("nodes", []):
         params = node.get("params", {})
-        key = PATH_PARAMS.get(node.get("type"))
+        try:
+            key = node_kind(node.get("type")).file_param
+        except EngineInputError:  # a type this build does not know has no known file parameter
+            key = None
         path = params.get(key) if key else None
         if isinstance(path, str) and path and not Path(path).expanduser().is_absolute():
             params[key] = str((folder / path).resolve())

@@ -8,7 +8,8 @@ from PySide6.QtWidgets import (QFrame, QGridLayout, QHBoxLayout, QLabel, QProgre
 
 from app import theme
 from app.formatting import format_duration
-from app.workers import Job, JobManager, JobState
+from app.document import Document
+from app.workers import Job, JobState
 from engine.runtime import Progress
 
 KIND_ICONS = {"merge": "merge", "evaluate": "evaluate", "zoo": "checkpoint", "inspect": "search"}
@@ -118,11 +119,12 @@ class TaskRow(QFrame):
 
 
 class TasksPanel(QWidget):
-    """Lists the JobManager's visible jobs, newest at the top."""
+    """Lists the visible jobs of ``document``'s JobManager, newest at the top; opening another project
+    clears the finished ones (they belong to the previous project)."""
 
-    def __init__(self, jobs: JobManager, parent: QWidget | None = None):
+    def __init__(self, document: Document, parent: QWidget | None = None):
         super().__init__(parent)
-        self.jobs = jobs
+        self.jobs = jobs = document.jobs
         self.rows: list[TaskRow] = []
         title = QLabel("TASKS", objectName="Section")
         self.clear_button = QToolButton(text="Clear finished", toolTip="Remove finished tasks from the list")
@@ -147,6 +149,7 @@ class TasksPanel(QWidget):
         layout.addLayout(header)
         layout.addWidget(scroll)
         jobs.jobAdded.connect(self._add)
+        document.opened.connect(self.clear_finished)
 
     def row_for(self, job: Job) -> TaskRow | None:
         return next((r for r in self.rows if r.job is job), None)

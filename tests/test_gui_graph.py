@@ -8,10 +8,11 @@ from types import SimpleNamespace
 
 import pytest
 from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt
-from PySide6.QtGui import QDragEnterEvent, QDragMoveEvent, QDropEvent, QPalette, QUndoStack
+from PySide6.QtGui import QDragEnterEvent, QDragMoveEvent, QDropEvent, QPalette
 from PySide6.QtWidgets import QApplication
 
 from app.commands import SetParamCommand
+from app.document import Document
 from app.graph import CHECKPOINT_MIME, GraphScene, GraphView
 from app.graph.palette import palette_entries
 from engine.graph.recipe import Edge, Node, Recipe
@@ -20,15 +21,15 @@ from engine.methods import all_methods
 
 @pytest.fixture
 def graph(qtbot) -> SimpleNamespace:
-    recipe = Recipe("test")
-    stack = QUndoStack()
-    scene = GraphScene(recipe, stack)
+    document = Document(Recipe("test"))
+    scene = GraphScene(document)
     view = GraphView(scene)
     qtbot.addWidget(view)
     view.resize(900, 600)
     view.show()
     qtbot.waitExposed(view)
-    return SimpleNamespace(recipe=recipe, stack=stack, scene=scene, view=view)
+    return SimpleNamespace(document=document, recipe=document.recipe, stack=document.undo_stack, scene=scene,
+                           view=view)
 
 
 def build_demo(g: SimpleNamespace) -> dict[str, str]:
@@ -98,7 +99,7 @@ def test_connect_through_api_mirrors_edges_and_validation(graph) -> None:
     assert merge.subtitle == "Task Arithmetic" and merge.badges[0][0] == "data-free"
     assert merge.inputs["models"].connected
 
-    graph.stack.push(SetParamCommand(graph.recipe, ids["save"], "path", ""))
+    graph.stack.push(SetParamCommand(graph.document, ids["save"], "path", ""))
     graph.scene.revalidate()
     save = graph.scene.node_item(ids["save"])
     assert save.problems == ["no output folder set"] and "no output folder set" in save.toolTip()
@@ -258,8 +259,8 @@ def test_dropping_a_palette_entry_adds_that_node(graph) -> None:
     assert graph.recipe.node("linear").params["method"] == "linear"
 
 
-def test_scene_mirrors_external_recipe_edits(graph) -> None:
-    r, scene = graph.recipe, graph.scene
+def test_scene_mirrors_document_edits_made_elsewhere(graph) -> None:
+    r, scene = graph.document, graph.scene
     r.add_node(Node("a", "checkpoint", {"path": "/m/a.safetensors"}))
     r.add_node(Node("s", "scale", {"factor": 2.0}, {"pos": [400.0, 10.0]}))
     r.add_edge(Edge("a", "s", "input"))
@@ -267,25 +268,27 @@ def test_scene_mirrors_external_recipe_edits(graph) -> None:
     assert scene.node_item("a").subtitle == "a.safetensors"
     r.set_param("s", "factor", -0.5)
     assert scene.node_item("s").subtitle == "× -0.5"
-    r.set_ui("s", pos=[50.0, 60.0])
+    r.set_ui("s", {"pos": [50.0, 60.0]})
     assert scene.node_item("s").pos() == QPointF(50, 60)
     r.remove_node("a")
     assert scene.node_item("a") is None and scene.edge_item(Edge("a", "s", "input")) is None
-    r.replace_with(Recipe.from_json({"format": "weightsmith-recipe", "version": 1,
-                                     "nodes": [{"id": "x", "type": "merge", "params": {"method": "linear"}}]}))
+    r.replace_recipe(Recipe.from_json({"format": "weightsmith-recipe", "version": 1,
+                                       "nodes": [{"id": "x", "type": "merge", "params": {"method": "linear"}}]}))
     assert scene.node_item("s") is None and scene.node_item("x").subtitle == "Weighted average"
     scene.revalidate()
     assert any("at least" in p for p in scene.node_item("x").problems)
 
 
-def test_node_selected_signal(qtbot, graph) -> None:
+def test_the_selection_lives_in_the_document(qtbot, graph) -> None:
     ids = build_demo(graph)
-    with qtbot.waitSignal(graph.scene.nodeSelected) as blocker:
+    with qtbot.waitSignal(graph.document.currentNodeChanged) as blocker:
         graph.scene.select_node(ids["merge"])
     assert blocker.args == [ids["merge"]]
-    with qtbot.waitSignal(graph.scene.nodeSelected) as blocker:
+    with qtbot.waitSignal(graph.document.currentNodeChanged) as blocker:
         graph.scene.node_item(ids["save"]).setSelected(True)
-    assert blocker.args == [""]
+    assert blocker.args == [""] and graph.document.selection == [ids["merge"], ids["save"]]
+    graph.document.set_selection([ids["base"]])  # a selection made elsewhere shows in the scene
+    assert graph.scene.selected_node_ids() == [ids["base"]]
 
 
 def test_rubber_band_selects_and_middle_drag_pans(qtbot, graph) -> None:

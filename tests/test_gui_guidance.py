@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 from PySide6.QtCore import QObject, QRectF, Qt, QUrl, Slot
-from PySide6.QtGui import QAction, QDesktopServices, QFontMetricsF, QUndoStack
+from PySide6.QtGui import QAction, QDesktopServices, QFontMetricsF
 
+from app.document import Document
 from app.graph import style
 from app.graph.items import NodeItem, node_font
 from app.graph.palette import PaletteEntry
@@ -63,7 +64,7 @@ def ties_recipe(models: dict[str, Path], out: Path) -> Recipe:
 def test_the_method_list_is_grouped_by_family_with_the_paper_on_hover(qtbot) -> None:
     recipe = Recipe("t")
     recipe.add_node(Node("m", "merge", {"method": "ties"}))
-    panel = InspectorPanel(recipe, QUndoStack())
+    panel = InspectorPanel(Document(recipe))
     qtbot.addWidget(panel)
     panel.show_node("m")
     combo = panel.method_combo
@@ -230,9 +231,9 @@ def test_a_new_project_starts_with_an_empty_tasks_list(window, qtbot) -> None:
 def test_the_analysis_header_names_the_nodes_own_method(qtbot, tiny_models, tmp_path, method, says) -> None:
     recipe = ties_recipe(tiny_models, tmp_path / "out")
     recipe.nodes["merge"].params["method"] = method
-    panel = AnalysisPanel()
+    panel = AnalysisPanel(Document(recipe))
     qtbot.addWidget(panel)
-    panel.set_target(recipe, "merge", params_per_model=1000)
+    panel.set_target("merge", params_per_model=1000)
     qtbot.waitUntil(lambda: panel.report is not None, timeout=30_000)
     assert says in panel.status.text()
     if method != "ties":

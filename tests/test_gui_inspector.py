@@ -6,10 +6,10 @@ from types import SimpleNamespace
 
 import pytest
 from PySide6.QtCore import QPoint, Qt
-from PySide6.QtGui import QUndoStack
 from PySide6.QtWidgets import QLabel
 
 from app.inspector.fields import BoolField, ChoiceField, FloatField, IntField, TextField
+from app.document import Document
 from app.inspector.panel import InspectorPanel
 from app.inspector.schedule import resample
 from app.inspector.weights import PerModelField
@@ -26,13 +26,13 @@ def merge(qtbot) -> SimpleNamespace:
     recipe.add_node(Node("m", "merge", {"method": "ties"}))
     for e in (Edge("base", "m", "base"), Edge("e1", "m", "models"), Edge("e2", "m", "models")):
         recipe.add_edge(e)
-    stack = QUndoStack()
-    panel = InspectorPanel(recipe, stack, layers_of=lambda _path: 12)
+    document = Document(recipe)
+    panel = InspectorPanel(document, layers_of=lambda _path: 12)
     qtbot.addWidget(panel)
     panel.resize(380, 900)
     panel.show()
     panel.show_node("m")
-    return SimpleNamespace(recipe=recipe, stack=stack, panel=panel)
+    return SimpleNamespace(document=document, recipe=recipe, stack=document.undo_stack, panel=panel)
 
 
 def params(m: SimpleNamespace) -> dict:
@@ -88,9 +88,9 @@ def test_per_model_rows_write_a_mapping_and_same_for_all_a_scalar(merge) -> None
 
 
 def test_rows_follow_the_connected_models(merge) -> None:
-    merge.recipe.add_node(Node("e3", "checkpoint", {"path": "e3.safetensors"}))
+    merge.document.add_node(Node("e3", "checkpoint", {"path": "e3.safetensors"}))
     merge.panel.fields["weight"].same.setChecked(False)
-    merge.recipe.add_edge(Edge("e3", "m", "models"))
+    merge.document.add_edge(Edge("e3", "m", "models"))
     assert list(merge.panel.fields["weight"].rows) == ["e1", "e2", "e3"]
 
 
@@ -134,7 +134,7 @@ def test_a_per_model_value_can_vary_per_layer(qtbot, merge) -> None:
 
 
 def test_values_the_form_cannot_show_are_edited_as_json(merge) -> None:
-    merge.recipe.set_param("m", "lambda", [{"filter": "self_attn", "value": 0.3}, {"value": 0.5}])
+    merge.document.set_param("m", "lambda", [{"filter": "self_attn", "value": 0.3}, {"value": 0.5}])
     raw = merge.panel.fields["lambda"].raw
     assert raw.isVisible() and '"filter": "self_attn"' in raw.line.text()
     raw.line.setText('[{"filter": "mlp", "value": 0.7}, {"value": 0.5}]')
@@ -143,12 +143,12 @@ def test_values_the_form_cannot_show_are_edited_as_json(merge) -> None:
 
 
 def test_other_node_types_use_their_declared_params(merge) -> None:
-    merge.recipe.add_node(Node("s", "save", {"path": "out", "dtype": "auto"}))
+    merge.document.add_node(Node("s", "save", {"path": "out", "dtype": "auto"}))
     merge.panel.show_node("s")
     fields = merge.panel.fields
     assert isinstance(fields["path"], TextField) and isinstance(fields["dtype"], ChoiceField)
     fields["dtype"].combo.setCurrentText("bf16")
     fields["dtype"].combo.activated.emit(fields["dtype"].combo.currentIndex())
     assert merge.recipe.nodes["s"].params["dtype"] == "bf16"
-    merge.recipe.remove_node("s")
+    merge.document.remove_node("s")
     assert merge.panel.node_id == "" and merge.panel.fields == {}

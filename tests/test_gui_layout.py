@@ -36,7 +36,7 @@ def test_a_long_panel_text_does_not_widen_the_window(window, qtbot):
     qtbot.waitUntil(lambda: window.width() == 1280)
     analysis = next(d for d in window.findChildren(QDockWidget) if d.objectName() == "AnalysisDock")
     analysis.raise_()
-    window.results_views.analysis.status.setText("a very long explanation " * 40)
+    window.analysis_panel.status.setText("a very long explanation " * 40)
     qtbot.wait(100)
     assert window.width() == 1280
 

@@ -9,11 +9,12 @@ from types import SimpleNamespace
 import pytest
 import torch
 from PySide6.QtCore import QEvent, QPoint, QPointF, Qt
-from PySide6.QtGui import QMouseEvent, QUndoStack, QWheelEvent
+from PySide6.QtGui import QMouseEvent, QWheelEvent
 from PySide6.QtWidgets import QApplication, QMessageBox, QStyle, QStyleOptionSlider, QWidget
 from safetensors.torch import save_file
 
 from app.inspector.fields import IntField
+from app.document import Document
 from app.inspector.panel import InspectorPanel
 from app.project import Project
 from app.workers import JobState
@@ -31,14 +32,14 @@ def merge(qtbot) -> SimpleNamespace:
     recipe.add_node(Node("m", "merge", {"method": "ties", "lambda": 0.4}))
     for e in (Edge("base", "m", "base"), Edge("e1", "m", "models"), Edge("e2", "m", "models")):
         recipe.add_edge(e)
-    stack = QUndoStack()
-    panel = InspectorPanel(recipe, stack)
+    document = Document(recipe)
+    panel = InspectorPanel(document)
     qtbot.addWidget(panel)
     panel.resize(380, 300)
     panel.show()
     qtbot.waitExposed(panel)
     panel.show_node("m")
-    return SimpleNamespace(recipe=recipe, stack=stack, panel=panel)
+    return SimpleNamespace(document=document, recipe=recipe, stack=document.undo_stack, panel=panel)
 
 
 def wheel(widget: QWidget, dy: int) -> None:

@@ -10,8 +10,9 @@ import pytest
 from PySide6.QtWidgets import QMessageBox
 from zoo_helpers import reduced_zoo, single_thread
 
-import engine.evaluation.recipe  # noqa: F401 (registers the Evaluate node)
 from app.analysis import AnalysisPanel
+from app.commands import SetParamCommand
+from app.document import Document
 from app.main_window import MainWindow
 from app.project import Project
 from app.results import records as rec
@@ -63,19 +64,19 @@ def window(qtbot, tmp_path: Path, monkeypatch, demo_path):
     win = MainWindow(AppPaths(tmp_path / "config", tmp_path / "data"), Settings(output_dir=str(tmp_path / "out"),
                                                                                 device="cpu"))
     qtbot.addWidget(win)
-    integration = win.results_views  # the window installs the results views itself
-    integration.controller.settle_s = 0.1
+    controller = win.document.live  # the document tunes its merge node live by itself
+    controller.settle_s = 0.1
     win.open_project(demo_path)
     win.show()
     qtbot.waitExposed(win)
-    qtbot.waitUntil(lambda: integration.controller.state == "live", timeout=20_000)
-    yield win, integration
-    integration.controller.stop()
+    qtbot.waitUntil(lambda: controller.state == "live", timeout=20_000)
+    yield win
+    controller.stop()
 
 
 def test_a_slider_drag_updates_the_plot_and_the_history(window, qtbot):
-    win, integration = window
-    panel, controller = integration.panel, integration.controller
+    win = window
+    panel, controller = win.results_panel, win.document.live
     win.scene.select_node("merge")
     slider = win.inspector.fields["lambda"].scalar.slider
     loop = controller.loop
@@ -93,12 +94,12 @@ def test_a_slider_drag_updates_the_plot_and_the_history(window, qtbot):
     assert win.undo_stack.count() == 1  # the drag is one undo step
 
     def settled() -> bool:
-        runs = rec.runs(win.results_history)
+        runs = rec.runs(win.document.results)
         return bool(runs) and runs[-1]["params"]["lambda"] == final and runs[-1]["full"]
 
     qtbot.waitUntil(settled, timeout=30_000)
-    run = rec.runs(win.results_history)[-1]
-    quick = [e for e in frames if e.kind == "quick"]
+    run = rec.runs(win.document.results)[-1]
+    quick = [e for e in frames if e.kind == "quick" and e.seq > submitted]  # not a frame from before the drag
     drag_values = loop.submitted - submitted
     assert len(quick) == loop.applied - applied < drag_values  # coalesced: stale values dropped, not queued
     assert loop.dropped == loop.submitted - loop.applied
@@ -106,38 +107,38 @@ def test_a_slider_drag_updates_the_plot_and_the_history(window, qtbot):
     # the live bars show the settled value's accuracy, the live row the same numbers
     assert panel.bars.heights("live") == pytest.approx([run["tasks"][t]["accuracy"] for t in panel.bars.tasks])
     assert panel.model.live["params"]["lambda"] == final
-    assert panel.model.rowCount() == 1 + len(rec.runs(win.results_history))
-    assert panel.last_latency_ms is not None and "slider → plot" in integration.latency.text()
+    assert panel.model.rowCount() == 1 + len(rec.runs(win.document.results))
+    assert panel.last_latency_ms is not None and "slider → plot" in win.latency.text()
 
 
 def test_restoring_a_run_puts_its_parameters_back(window, qtbot):
-    win, integration = window
+    win = window
     before = dict(win.recipe.nodes["merge"].params)
     record = {"kind": "run", "id": 9, "node": "merge", "params": {"method": "ties", "density": 0.4, "lambda": 0.8},
               "recipe": win.recipe.to_json()}
-    integration.restore(record)
+    win.results_panel.restore(record)
     assert win.recipe.nodes["merge"].params == record["params"]
     win.undo_stack.undo()
     assert win.recipe.nodes["merge"].params == before
 
 
 def test_the_history_is_saved_with_the_project(window, qtbot, tmp_path, demo_records):
-    win, integration = window
-    integration.panel.set_records([])
+    win = window
+    win.results_panel.set_records([])
     for r in demo_records[:2]:
-        integration.panel.add_run(r)
-    assert [r["params"] for r in rec.runs(win.results_history)] == [r["params"] for r in demo_records[:2]]
-    assert not integration.panel.add_run(demo_records[1])  # the same run twice is kept once
+        win.results_panel.add_run(r)
+    assert [r["params"] for r in rec.runs(win.document.results)] == [r["params"] for r in demo_records[:2]]
+    assert not win.results_panel.add_run(demo_records[1])  # the same run twice is kept once
     path = tmp_path / "p.wsproj"
     assert win.save_project_as.__self__._write_project(path)
     assert len(Project.load(path).results) == 2
     win.open_project(path)
-    qtbot.waitUntil(lambda: integration.panel.model.rowCount() >= 2, timeout=5000)
-    assert [r["id"] for r in rec.runs(integration.panel.records())] == [1, 2]
+    qtbot.waitUntil(lambda: win.results_panel.model.rowCount() >= 2, timeout=5000)
+    assert [r["id"] for r in rec.runs(win.results_panel.records())] == [1, 2]
 
 
 def test_every_results_plot_draws_the_demo_data(qtbot, tmp_path, demo_records):
-    panel = ResultsPanel()
+    panel = ResultsPanel(Document())
     qtbot.addWidget(panel)
     panel.resize(1300, 420)
     panel.show()
@@ -187,11 +188,11 @@ def test_every_analysis_view_draws_the_demo_data(qtbot, demo_path):
     recipe = Recipe.load(demo_path)
     recipe.set_params("merge", {"method": "task_arithmetic", "lambda": 0.3})
     report = analyze(recipe, "merge")
-    panel = AnalysisPanel()
+    panel = AnalysisPanel(Document(recipe))
     qtbot.addWidget(panel)
     panel.resize(1100, 380)
     panel.show()
-    panel.set_target(recipe, "merge")
+    panel.set_target("merge")
     panel.show_report(report)
     n = len(report.keys)
     views = panel.canvases()
@@ -216,7 +217,7 @@ def test_every_analysis_view_draws_the_demo_data(qtbot, demo_path):
 
 
 def test_sweep_this_parameter_from_the_inspector(window, qtbot, monkeypatch):
-    win, integration = window
+    win = window
     win.scene.select_node("merge")
     chosen = {}
 
@@ -233,11 +234,11 @@ def test_sweep_this_parameter_from_the_inspector(window, qtbot, monkeypatch):
     menu = win.inspector._sweep_menu(label, label.rect().center(), "lambda")
     menu.actions()[0].trigger()
     menu.close()
-    qtbot.waitUntil(lambda: bool(rec.sweeps(win.results_history)), timeout=20_000)
+    qtbot.waitUntil(lambda: bool(rec.sweeps(win.document.results)), timeout=20_000)
     assert chosen["first"] == "lambda"
-    result = rec.sweeps(win.results_history)[-1]["sweep"]
+    result = rec.sweeps(win.document.results)[-1]["sweep"]
     assert result["axes"] == [{"path": "lambda", "values": [0.2, 0.4, 0.6]}]
-    panel = integration.panel
+    panel = win.results_panel
     assert panel.tabs.currentIndex() == 2  # the sweep shows at once
     assert list(panel.sweep_plot.lines["average"].get_xdata()) == [0.2, 0.4, 0.6]
 
@@ -246,16 +247,16 @@ def test_run_scores_the_evaluate_node_into_the_history(window, qtbot):
     """F5 on the demo graph (merge → Evaluate, no Save) evaluates it in a worker; the history then holds
     a full-split run of the merge (filed by Run, or the identical live one it would duplicate) whose
     scores are the engine's, with the experts as references."""
-    from engine.evaluation.recipe import evaluate_recipe
+    from engine.evaluation import evaluate_recipe
 
-    win, integration = window
+    win = window
     qtbot.waitUntil(lambda: not win.jobs.busy, timeout=30_000)  # the demo opens on a zoo-build check
     job = win.run_graph()
     assert job is not None, win.statusBar().currentMessage()
     with qtbot.waitSignal(win.runFinished, timeout=60_000):
         pass
     assert "added to the results" in win.statusBar().currentMessage()
-    full = [r for r in rec.runs(integration.panel.records()) if r["node"] == "merge" and r["full"]
+    full = [r for r in rec.runs(win.results_panel.records()) if r["node"] == "merge" and r["full"]
             and r["params"] == win.recipe.nodes["merge"].params]
     assert full
     record = full[-1]
@@ -267,7 +268,7 @@ def test_run_scores_the_evaluate_node_into_the_history(window, qtbot):
 
 
 def test_evaluation_records_file_merge_runs_with_base_and_expert_references(demo_path):
-    from engine.evaluation.recipe import evaluate_recipe
+    from engine.evaluation import evaluate_recipe
 
     recipe = Recipe.load(demo_path)
     result = evaluate_recipe(recipe, device="cpu")
@@ -282,23 +283,24 @@ def test_evaluation_records_file_merge_runs_with_base_and_expert_references(demo
 
 
 def test_cancelling_the_quit_dialog_keeps_live_tuning_on(window, qtbot, monkeypatch):
-    win, integration = window
+    win = window
     win.scene.select_node("merge")
     win.inspector.fields["lambda"].scalar.slider.setValue(win.inspector.fields["lambda"].scalar.slider.value() + 5)
     assert win.modified  # an unsaved edit: quitting asks
     monkeypatch.setattr(QMessageBox, "question", staticmethod(lambda *a, **k: QMessageBox.Cancel))
     assert not win.close()
-    assert win.isVisible() and integration.controller.state == "live" and integration.controller.loop is not None
+    assert win.isVisible() and win.document.live.state == "live" and win.document.live.loop is not None
 
 
 def test_an_invalid_graph_is_never_scored_or_recorded(window, qtbot):
-    win, integration = window
-    controller, panel = integration.controller, integration.panel
+    win = window
+    controller, panel = win.document.live, win.results_panel
     before = len(panel.records())
-    win.recipe.set_param("merge", "method", "slerp")  # SLERP takes one model: the demo has eight
+    # SLERP takes one model: the demo has eight
+    win.document.push(SetParamCommand(win.document, "merge", "method", "slerp"))
     qtbot.waitUntil(lambda: controller.state == "failed")
     assert "invalid" in controller.message and controller.loop is None
     qtbot.wait(600)  # longer than the settle time: nothing was scored or filed meanwhile
     assert len(panel.records()) == before
-    win.recipe.set_param("merge", "method", "ties")
+    win.document.push(SetParamCommand(win.document, "merge", "method", "ties"))
     qtbot.waitUntil(lambda: controller.state == "live", timeout=20_000)

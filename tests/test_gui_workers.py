@@ -8,6 +8,7 @@ import time
 import pytest
 from PySide6.QtCore import QThread
 
+from app.document import Document
 from app.tasks_panel import TasksPanel, progress_text
 from app.workers import JobManager, JobState
 from engine.errors import CheckpointError
@@ -79,8 +80,10 @@ def test_cancel_running_and_queued_jobs(qtbot, jobs) -> None:
     assert busy == [True, False]
 
 
-def test_tasks_panel_shows_progress_eta_and_outcome(qtbot, jobs) -> None:
-    panel = TasksPanel(jobs)
+def test_tasks_panel_shows_progress_eta_and_outcome(qtbot) -> None:
+    document = Document()
+    jobs = document.jobs
+    panel = TasksPanel(document)
     qtbot.addWidget(panel)
     gate = threading.Event()
 

@@ -4,7 +4,13 @@ Tabs: cosine matrix, sign conflicts per layer (before/after the TIES trim), magn
 the trim and Breadcrumbs thresholds, TALL mask overlap, per-layer norms (with the merged update),
 singular-value spectra, and the per-layer coefficients of the node (learned AdaMerging λ, schedules).
 The statistics come from one streaming pass over the inputs (``engine.analysis.analyze``) run as a
-background job; small models are analysed as soon as a merge node is chosen, large ones on request.
+background job of the document; small models are analysed as soon as a merge node is chosen, large
+ones on request.
+
+The panel takes the ``app.document.Document`` and follows its live node: the node the live controller
+opens becomes the target (``set_target``), and once its inputs are resident their size decides whether
+to analyse right away. Parameter edits of the target redraw the coefficients view — at once while the
+panel is shown, else when it is shown again (its dock tells it with ``set_shown``).
 """
 
 from __future__ import annotations
@@ -17,12 +23,13 @@ from PySide6.QtWidgets import (QComboBox, QDoubleSpinBox, QFileDialog, QHBoxLayo
 
 from app.analysis.plots import (CoefficientPlot, CosinePlot, LayerNormPlot, MagnitudePlot, MaskOverlapPlot,
                                 SignConflictPlot, SpectrumPlot, tensor_kind)
-from app.workers import Job, JobManager
+from app.document import Document
+from app.live import LIVE, OPENING
+from app.workers import Job
 from engine.analysis import AnalysisReport, analyze, coefficient_matrix
 from engine.analysis.coefficients import EFFECTIVE
 from engine.analysis.report import TALL_LAMBDA
 from engine.errors import EngineInputError
-from engine.graph import Recipe
 from engine.methods import get_method
 from engine.runtime import Progress
 
@@ -30,19 +37,23 @@ AUTO_ANALYZE_PARAMS = 50_000_000  # analyse without asking below this many param
 
 
 class AnalysisPanel(QWidget):
-    """Analyses of one merge node's task vectors (``set_target``), computed off the UI thread."""
+    """Analyses of one merge node's task vectors (``set_target``) of ``document``, computed off the UI thread."""
 
-    def __init__(self, jobs: JobManager | None = None, parent: QWidget | None = None):
+    def __init__(self, document: Document, parent: QWidget | None = None):
         super().__init__(parent)
-        self.jobs = jobs or JobManager(self)
-        self.recipe: Recipe | None = None
+        self.document = document
+        self.recipe = document.recipe
         self.node_id = ""
         self.report: AnalysisReport | None = None
         self.job: Job | None = None
+        self._shown = True
+        self._stale_params = False
         self.cosine, self.conflicts, self.magnitudes = CosinePlot(), SignConflictPlot(), MagnitudePlot()
         self.overlap, self.norms, self.spectra, self.coefficients = (MaskOverlapPlot(), LayerNormPlot(), SpectrumPlot(),
                                                                      CoefficientPlot())
         self._build()
+        document.live.stateChanged.connect(self._on_live_state)
+        document.paramsChanged.connect(self._on_params_changed)
 
     def _build(self) -> None:
         self.title = QLabel("Task vectors", objectName="Title")
@@ -88,9 +99,18 @@ class AnalysisPanel(QWidget):
         layout.addWidget(self.tabs, 1)
 
     # ---- target ----------------------------------------------------------------------------------
-    def set_target(self, recipe: Recipe, node_id: str, *, params_per_model: int | None = None) -> None:
-        """Analyse ``node_id`` (a merge node with a base); small models start right away."""
-        self.recipe, self.node_id = recipe, node_id
+    def _on_live_state(self, state: str, _message: str) -> None:
+        """The live node is the target; once its inputs are resident their size is known and small
+        models are analysed right away."""
+        live = self.document.live
+        if state == OPENING:
+            self.set_target(live.node_id)
+        elif state == LIVE and live.session is not None and live.session.resident is not None:
+            self.set_target(live.node_id, params_per_model=live.session.resident.numel)
+
+    def set_target(self, node_id: str, *, params_per_model: int | None = None) -> None:
+        """Analyse the document's ``node_id`` (a merge node with a base); small models start right away."""
+        self.node_id = node_id
         self.title.setText(f"Task vectors of “{node_id}”")
         self._show_coefficient_choices()
         if params_per_model is not None and params_per_model <= AUTO_ANALYZE_PARAMS:
@@ -100,7 +120,7 @@ class AnalysisPanel(QWidget):
 
     def analyze(self) -> Job | None:
         """Start the analysis job (replacing one that runs)."""
-        if self.recipe is None or not self.node_id:
+        if self.node_id not in self.recipe.nodes:
             return None
         if self.job is not None and not self.job.state.finished:
             self.job.cancel()
@@ -109,7 +129,7 @@ class AnalysisPanel(QWidget):
         def work(progress, cancel) -> AnalysisReport:
             return analyze(snapshot, node_id, tall_lambda=lam, progress=progress, cancel=cancel)
 
-        job = self.jobs.submit(f"Analyse {node_id}", work, kind="evaluate", heavy=False)
+        job = self.document.jobs.submit(f"Analyse {node_id}", work, kind="evaluate", heavy=False)
         job.progressed.connect(self._on_progress)
         job.succeeded.connect(self._on_report)  # bound slots: Qt drops them when the panel is destroyed
         job.failed.connect(self._on_failed)
@@ -150,7 +170,7 @@ class AnalysisPanel(QWidget):
     def _density_text(self, density: float) -> str:
         """What the trim thresholds drawn stand for: the node's own density, or TIES's default for
         comparison when the node's method does not trim."""
-        node = self.recipe.nodes.get(self.node_id) if self.recipe is not None else None
+        node = self.recipe.nodes.get(self.node_id)
         try:
             spec = get_method(str(node.params.get("method", ""))) if node is not None else None
         except EngineInputError:
@@ -175,7 +195,7 @@ class AnalysisPanel(QWidget):
         current = self.coefficient_param.currentText()
         self.coefficient_param.blockSignals(True)
         self.coefficient_param.clear()
-        node = self.recipe.nodes.get(self.node_id) if self.recipe else None
+        node = self.recipe.nodes.get(self.node_id)
         if node is not None:
             try:
                 spec = get_method(node.params.get("method", ""))
@@ -193,7 +213,7 @@ class AnalysisPanel(QWidget):
 
     def _show_coefficients(self) -> None:
         name = self.coefficient_param.currentText()
-        node = self.recipe.nodes.get(self.node_id) if self.recipe else None
+        node = self.recipe.nodes.get(self.node_id)
         if not name or node is None:
             self.coefficients.set_data(None)
             return
@@ -206,9 +226,23 @@ class AnalysisPanel(QWidget):
             matrix = None
         self.coefficients.set_data(matrix)
 
-    def refresh_params(self) -> None:
-        """The node's parameters changed: redraw the coefficient view (the statistics do not depend on them)."""
-        self._show_coefficient_choices()
+    def _on_params_changed(self, node_id: str, _key: str) -> None:
+        """The target's parameters changed: redraw the coefficient view (the statistics do not depend on
+        them) now if the panel is shown, else when it is shown again."""
+        if node_id != self.node_id:
+            return
+        if self._shown:
+            self._show_coefficient_choices()
+        else:
+            self._stale_params = True
+
+    def set_shown(self, shown: bool) -> None:
+        """Whether the panel can be seen (a dock tabbed behind another cannot): while it cannot, parameter
+        edits only mark the coefficient view for a redraw when it is shown again."""
+        self._shown = shown
+        if shown and self._stale_params:
+            self._stale_params = False
+            self._show_coefficient_choices()
 
     def export(self, path: str | Path | None = None) -> Path | None:
         canvas = self.canvases()[self.tabs.currentIndex()]

@@ -10,11 +10,9 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.ticker import FuncFormatter, PercentFormatter
 
-from app.results.canvas import PlotCanvas, palette, style_axes, style_legend, task_colors
+from app.plotting import PERCENT, PlotCanvas, palette, style_axes, style_legend, task_colors
 from engine.analysis import (CoefficientMatrix, Cosines, LayerNormTable, MagnitudeHistogram, MaskOverlapTable,
                              SignConflictTable, SpectrumTable)
-
-PERCENT = PercentFormatter(xmax=1.0, decimals=0)
 
 
 def _annotate(ax, data: np.ndarray, fmt: str, threshold: float) -> None:

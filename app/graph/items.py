@@ -14,7 +14,7 @@ from PySide6.QtWidgets import (QGraphicsItem, QGraphicsPathItem, QGraphicsSceneH
                                QStyleOptionGraphicsItem, QWidget)
 
 from app.graph import style
-from engine.graph.nodes import NodeType, Port
+from engine.graph.node_kinds import NodeKind, Port
 
 
 def _palette(item: QGraphicsItem) -> QPalette:
@@ -32,7 +32,7 @@ def node_font(item: QGraphicsItem, points: float, bold: bool = False) -> QFont:
     return font
 
 
-def node_height(node_type: NodeType | None) -> float:
+def node_height(node_type: NodeKind | None) -> float:
     """The height of a node card of this type (header, subtitle, one row per input port)."""
     inputs = node_type.inputs if node_type else ()
     return style.HEADER_H + style.SUBTITLE_H + max(len(inputs), 1) * style.PORT_ROW_H + 6
@@ -139,7 +139,7 @@ class NodeItem(QGraphicsItem):
     """A node: rounded card with a tinted header (id and type), a subtitle with badges, typed ports,
     and a red outline carrying the validation problems as tooltip."""
 
-    def __init__(self, node_id: str, node_type: NodeType | None, type_name: str):
+    def __init__(self, node_id: str, node_type: NodeKind | None, type_name: str):
         super().__init__()
         self.node_id = node_id
         self.node_type = node_type

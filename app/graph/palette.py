@@ -18,7 +18,7 @@ from PySide6.QtWidgets import QFrame, QLabel, QLineEdit, QListWidget, QListWidge
 
 from app.graph.style import category_color
 from engine.errors import EngineInputError
-from engine.graph.nodes import get_node_type, node_types
+from engine.graph.node_kinds import MERGE, all_node_kinds, node_kind
 from engine.methods import all_methods, get_method
 
 NODE_MIME = "application/x-weightsmith-node"
@@ -46,11 +46,12 @@ class PaletteEntry:
 def default_params(node_type: str, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """A new node's parameters: the type's defaults, for a merge its method's defaults, then ``params``."""
     given = dict(params or {})
-    out = {p.name: copy.deepcopy(p.default) for p in get_node_type(node_type).params}
-    if node_type == "merge":
-        out["method"] = given.get("method", out.get("method"))
+    out = {p.name: copy.deepcopy(p.default) for p in node_kind(node_type).params}
+    method_param = node_kind(node_type).method_param
+    if method_param:
+        out[method_param] = given.get(method_param, out.get(method_param))
         try:
-            out.update(copy.deepcopy(get_method(str(out["method"])).defaults()))
+            out.update(copy.deepcopy(get_method(str(out[method_param])).defaults()))
         except EngineInputError:
             pass  # an unknown method stays as given; validation reports it on the node
     out.update(copy.deepcopy(given))
@@ -60,7 +61,7 @@ def default_params(node_type: str, params: Mapping[str, Any] | None = None) -> d
 def switch_method_params(params: Mapping[str, Any], method: str) -> dict[str, Any]:
     """A merge node's parameters after choosing ``method``: its defaults, keeping values of the
     parameters both methods share (use with SetParamsCommand)."""
-    new = default_params("merge", {"method": method})
+    new = default_params(MERGE.name, {"method": method})
     for key, value in params.items():
         if key != "method" and key in new:
             new[key] = copy.deepcopy(value)
@@ -70,13 +71,13 @@ def switch_method_params(params: Mapping[str, Any], method: str) -> dict[str, An
 def palette_entries() -> list[PaletteEntry]:
     """Every node type, with the merge type expanded into one entry per registered method."""
     entries: list[PaletteEntry] = []
-    for ntype in node_types():
-        if ntype.name != "merge":
+    for ntype in all_node_kinds():
+        if not ntype.method_param:
             entries.append(PaletteEntry(ntype.label, ntype.name, {}, ntype.help))
             continue
         for spec in all_methods():
             needs = ", ".join(sorted(r.value for r in spec.requirements))
-            entries.append(PaletteEntry(f"{ntype.label} ▸ {spec.label}", "merge", {"method": spec.name},
+            entries.append(PaletteEntry(f"{ntype.label} ▸ {spec.label}", ntype.name, {ntype.method_param: spec.name},
                                         f"{spec.summary} ({spec.group}; {needs})"))
     return entries
 

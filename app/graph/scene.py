@@ -1,9 +1,11 @@
-"""GraphScene: the QGraphicsScene mirroring a Recipe (model/view, after Orange's canvas).
+"""GraphScene: the QGraphicsScene mirroring the document's recipe (model/view, after Orange's canvas).
 
 The scene never owns graph state. Every user gesture becomes a command from ``app.commands`` pushed on
-the undo stack; the command edits the Recipe; the Recipe's change events update the items here. Output
-kinds, port fill and validation marks are refreshed once per burst of events (a zero-delay timer), or
-at once with ``revalidate()``.
+the document's undo stack; the command edits the recipe through the ``app.document.Document``, whose
+typed signals (``nodeAdded``, ``edgeRemoved``, ``paramsChanged``…) update the items here. The selection
+lives in the document too: the scene reports its selected nodes and follows selections made elsewhere.
+Output kinds, port fill and validation marks are refreshed once per burst of edits (a zero-delay
+timer), or at once with ``revalidate()``.
 """
 
 from __future__ import annotations
@@ -15,27 +17,25 @@ from types import SimpleNamespace
 from typing import Any, Iterable, Sequence
 
 from PySide6.QtCore import QMimeData, QPointF, QRectF, Qt, QTimer, Signal
-from PySide6.QtGui import QColor, QUndoStack
+from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (QGraphicsScene, QGraphicsSceneDragDropEvent, QGraphicsSceneMouseEvent, QToolTip,
                                QWidget)
 
 from app.commands import AddNodeCommand, ConnectCommand, DisconnectCommand, MoveNodesCommand, PasteCommand, RemoveNodesCommand
+from app.document import Document
 from app.graph import style
 from app.graph.items import DragEdgeItem, EdgeItem, NodeItem, PortItem, node_height
 from app.graph.palette import NODE_MIME, default_params
 from engine.errors import EngineInputError, RecipeError
-from engine.graph.nodes import DELTA, MODEL, get_node_type
+from engine.graph.node_kinds import CHECKPOINT, DELTA, MODEL, node_kind, source_paths
 from engine.graph.recipe import Edge, Node, Recipe
 from engine.graph.validate import Problem, output_kinds, topological_order, validate
-from engine.methods import get_method
 
 CHECKPOINT_MIME = "application/x-weightsmith-checkpoint"
 SCENE_EXTENT = 50_000.0
 COLUMN_GAP, ROW_GAP = 270.0, 150.0
 WRAP_ROWS, WRAP_GAP = 5, 230.0  # a depth with more nodes wraps into side-by-side columns this far apart
 PLACE_MARGIN, PLACE_STEP, PLACE_RINGS = 16.0, 20.0, 50  # gap kept to other nodes; search grid and how far out
-_GENERIC_FILE_STEMS = {"model", "pytorch_model", "adapter_model", "diffusion_pytorch_model"}
-
 
 def auto_layout(recipe: Recipe) -> dict[str, tuple[float, float]]:
     """Positions for nodes that have none: one column per depth in the graph, rows in recipe order.
@@ -67,36 +67,11 @@ def auto_layout(recipe: Recipe) -> dict[str, tuple[float, float]]:
     return out
 
 
-def checkpoint_id_prefix(path: str) -> str:
-    """A readable node id for a checkpoint file or folder (``…/llama-ft/model.safetensors`` → ``llama-ft``)."""
-    p = Path(path)
-    stem = p.stem if p.suffix in (".safetensors", ".bin", ".pt", ".pth", ".ckpt") else p.name
-    return p.parent.name if stem in _GENERIC_FILE_STEMS and p.parent.name else stem
-
-
-def _short_path(path: str) -> str:
-    """The file name, with its folder when the name alone says nothing (``digits/model.safetensors``)."""
-    p = Path(path)
-    return f"{p.parent.name}/{p.name}" if p.stem in _GENERIC_FILE_STEMS and p.parent.name else p.name
-
-
 def _stored_pos(node: Node) -> tuple[float, float] | None:
     pos = node.ui.get("pos")
     if isinstance(pos, (list, tuple)) and len(pos) == 2 and all(isinstance(v, (int, float)) for v in pos):
         return float(pos[0]), float(pos[1])
     return None
-
-
-def _subscription(recipe: Recipe, listener: Any) -> Any:
-    """Subscribe ``listener``; returns a function that unsubscribes it once (safe to call again)."""
-    recipe.subscribe(listener)
-    state = {"subscribed": True}
-
-    def unsubscribe(*_args: Any) -> None:
-        if state["subscribed"]:
-            state["subscribed"] = False
-            recipe.unsubscribe(listener)
-    return unsubscribe
 
 
 def _dropped_paths(mime: QMimeData) -> list[str]:
@@ -111,20 +86,20 @@ def _dropped_paths(mime: QMimeData) -> list[str]:
 
 
 class GraphScene(QGraphicsScene):
-    """The merge graph's scene. Signals: ``nodeSelected(id)`` ("" unless exactly one node is selected),
-    ``connectionRefused(reason)``, ``problemsChanged(list[Problem])`` after each validation.
+    """The merge graph of ``document`` as a scene. Signals: ``connectionRefused(reason)``,
+    ``problemsChanged(list[Problem])`` after each validation.
 
     ``file_problems`` holds what reading a node's file found (a full check, a failed inspection); they
     show on the node with the structural problems until the node's parameters change."""
 
-    nodeSelected = Signal(str)
     connectionRefused = Signal(str)
     problemsChanged = Signal(list)
 
-    def __init__(self, recipe: Recipe, undo_stack: QUndoStack, parent: QWidget | None = None):
+    def __init__(self, document: Document, parent: QWidget | None = None):
         super().__init__(parent)
-        self.recipe = recipe
-        self.undo_stack = undo_stack
+        self.document = document
+        self.recipe = document.recipe
+        self.undo_stack = document.undo_stack
         self.problems: list[Problem] = []
         self.file_problems: dict[str, list[str]] = {}
         self._nodes: dict[str, NodeItem] = {}
@@ -133,20 +108,27 @@ class GraphScene(QGraphicsScene):
         self._kind_cache: dict[str, str] = {}
         self._drag: SimpleNamespace | None = None
         self._drag_line: DragEdgeItem | None = None
-        self._selected = ""
         self._selection_batch = False
         self._paste_count = 0
         self.setSceneRect(-SCENE_EXTENT, -SCENE_EXTENT, 2 * SCENE_EXTENT, 2 * SCENE_EXTENT)
         self._refresh_timer = QTimer(self, singleShot=True, interval=0)
         self._refresh_timer.timeout.connect(self.revalidate)
         self.selectionChanged.connect(self._on_selection_changed)
-        self._unsubscribe = _subscription(recipe, self._on_recipe_event)
-        self.destroyed.connect(self._unsubscribe)
+        self._connections = [
+            (document.nodeAdded, self._on_node_added), (document.nodeRemoved, self._on_node_removed),
+            (document.edgeAdded, self._on_edge_added), (document.edgeRemoved, self._on_edge_removed),
+            (document.paramsChanged, self._on_params_changed), (document.nodeMoved, self._on_node_moved),
+            (document.recipeReplaced, self._on_recipe_replaced), (document.selectionChanged, self._follow_selection),
+        ]
+        for signal, slot in self._connections:
+            signal.connect(slot)
         self._rebuild()
 
     def detach(self) -> None:
-        """Stop listening to the recipe (before dropping this scene while the recipe lives on)."""
-        self._unsubscribe()
+        """Stop following the document (before dropping this scene while the document lives on)."""
+        for signal, slot in self._connections:
+            signal.disconnect(slot)
+        self._connections = []
 
     # ---- queries -------------------------------------------------------------------------------
     def node_item(self, node_id: str) -> NodeItem | None:
@@ -187,8 +169,7 @@ class GraphScene(QGraphicsScene):
 
     def checkpoint_kinds(self) -> dict[str, str]:
         """Checkpoint node id → the kind its file gives (LoRA adapters give task vectors)."""
-        return {nid: self.checkpoint_kind(n.params["path"])
-                for nid, n in self.recipe.nodes.items() if n.type == "checkpoint" and n.params.get("path")}
+        return {nid: self.checkpoint_kind(path) for nid, path in source_paths(self.recipe).items()}
 
     def output_kinds(self) -> dict[str, str | None]:
         """The kind every node outputs now (LoRA checkpoints give task vectors)."""
@@ -200,7 +181,7 @@ class GraphScene(QGraphicsScene):
     @staticmethod
     def _declared_output(type_name: str) -> str | None:
         try:
-            return get_node_type(type_name).output
+            return node_kind(type_name).output
         except EngineInputError:
             return None
 
@@ -212,7 +193,7 @@ class GraphScene(QGraphicsScene):
         if src == dst:
             return "a node cannot feed its own input"
         try:
-            src_type, dst_type = get_node_type(recipe.nodes[src].type), get_node_type(recipe.nodes[dst].type)
+            src_type, dst_type = node_kind(recipe.nodes[src].type), node_kind(recipe.nodes[dst].type)
         except EngineInputError as exc:
             return str(exc)
         if src_type.output is None:
@@ -233,9 +214,7 @@ class GraphScene(QGraphicsScene):
         existing = recipe.inputs(dst, port)
         if existing and not port_def.multiple:
             return f"{dst} › {label} takes one connection and already has '{existing[0]}' (delete that edge first)"
-        if dst_type.name == "add" and kind == MODEL and any(kinds.get(s) == MODEL for s in existing):
-            return "Add takes at most one model; connect task vectors to add onto it"
-        return None
+        return dst_type.connection_problem(port, kind, [kinds.get(s) for s in existing])
 
     def set_file_problems(self, node_id: str, messages: list[str]) -> None:
         """Mark (or, with no messages, clear) what reading ``node_id``'s file found, and revalidate."""
@@ -250,15 +229,14 @@ class GraphScene(QGraphicsScene):
     def nodes_using(self, path: str) -> list[str]:
         """Checkpoint nodes whose file resolves to ``path``."""
         target = Path(path).resolve()
-        return [nid for nid, n in self.recipe.nodes.items() if n.type == "checkpoint" and n.params.get("path")
-                and self.recipe.resolve_path(n.params["path"]).resolve() == target]
+        return [nid for nid, p in source_paths(self.recipe).items() if self.recipe.resolve_path(p).resolve() == target]
 
     # ---- edits (each one command on the undo stack) ---------------------------------------------
     def free_spot(self, pos: QPointF | Sequence[float], node_type: str) -> tuple[float, float]:
         """The top-left corner nearest ``pos`` where a node of ``node_type`` overlaps no other node."""
         x, y = (pos.x(), pos.y()) if isinstance(pos, QPointF) else (float(pos[0]), float(pos[1]))
         try:
-            height = node_height(get_node_type(node_type))
+            height = node_height(node_kind(node_type))
         except EngineInputError:
             height = node_height(None)
         m = PLACE_MARGIN
@@ -289,7 +267,7 @@ class GraphScene(QGraphicsScene):
                 moves[nid] = (_stored_pos(self.recipe.nodes[nid]), new)
         if not moves:
             return False
-        cmd = MoveNodesCommand(self.recipe, moves)
+        cmd = MoveNodesCommand(self.document, moves)
         cmd.setText("Auto-layout")
         self.undo_stack.push(cmd)
         return True
@@ -298,16 +276,10 @@ class GraphScene(QGraphicsScene):
         """Add a node at the free place nearest ``pos`` (its top-left corner), with the type's (and merge
         method's) default parameters updated by ``params``; selects it and returns its id."""
         full = default_params(node_type, params)
-        if node_type == "merge":
-            prefix = str(full.get("method") or "merge")
-        elif node_type == "checkpoint" and full.get("path"):
-            prefix = checkpoint_id_prefix(str(full["path"]))
-        else:
-            prefix = node_type
-        node_id = self.recipe.new_id(prefix)
+        node_id = self.recipe.new_id(node_kind(node_type).id_prefix(full))
         x, y = self.free_spot(pos, node_type)
         node = Node(node_id, node_type, full, {"pos": [float(round(x)), float(round(y))]})
-        self.undo_stack.push(AddNodeCommand(self.recipe, node))
+        self.undo_stack.push(AddNodeCommand(self.document, node))
         self.select_node(node_id)
         return node_id
 
@@ -321,11 +293,11 @@ class GraphScene(QGraphicsScene):
         ids = []
         x, y = pos.x(), pos.y()
         for path in paths:
-            node_id = self.recipe.new_id(checkpoint_id_prefix(path))
-            x, y = self.free_spot((x, y), "checkpoint")
-            node = Node(node_id, "checkpoint", default_params("checkpoint", {"path": path}),
+            node_id = self.recipe.new_id(CHECKPOINT.id_prefix({"path": path}))
+            x, y = self.free_spot((x, y), CHECKPOINT.name)
+            node = Node(node_id, CHECKPOINT.name, default_params(CHECKPOINT.name, {"path": path}),
                         {"pos": [float(round(x)), float(round(y))]})
-            self.undo_stack.push(AddNodeCommand(self.recipe, node))
+            self.undo_stack.push(AddNodeCommand(self.document, node))
             ids.append(node_id)
         self.undo_stack.endMacro()
         self._select(ids)
@@ -341,7 +313,7 @@ class GraphScene(QGraphicsScene):
                 point = screen_pos.toPoint() if isinstance(screen_pos, QPointF) else screen_pos
                 QToolTip.showText(point, f"Cannot connect: {reason}")
             return False
-        self.undo_stack.push(ConnectCommand(self.recipe, Edge(src, dst, port)))
+        self.undo_stack.push(ConnectCommand(self.document, Edge(src, dst, port)))
         return True
 
     def delete_selected(self) -> None:
@@ -355,9 +327,9 @@ class GraphScene(QGraphicsScene):
         if macro:
             self.undo_stack.beginMacro("Delete selection")
         if node_ids:
-            self.undo_stack.push(RemoveNodesCommand(self.recipe, node_ids))
+            self.undo_stack.push(RemoveNodesCommand(self.document, node_ids))
         for e in edges:
-            self.undo_stack.push(DisconnectCommand(self.recipe, e))
+            self.undo_stack.push(DisconnectCommand(self.document, e))
         if macro:
             self.undo_stack.endMacro()
 
@@ -383,7 +355,7 @@ class GraphScene(QGraphicsScene):
             self._paste_count += 1
             offset = (30.0 * self._paste_count, 30.0 * self._paste_count)
         try:
-            cmd = PasteCommand(self.recipe, nodes, data.get("edges", []), offset)
+            cmd = PasteCommand(self.document, nodes, data.get("edges", []), offset)
         except ValueError as exc:
             self.connectionRefused.emit(f"cannot paste: {exc}")
             return []
@@ -405,27 +377,37 @@ class GraphScene(QGraphicsScene):
             if ref is None or abs(ref[0] - item.x()) > 0.5 or abs(ref[1] - item.y()) > 0.5:
                 moves[nid] = (stored, new)
         if moves:
-            self.undo_stack.push(MoveNodesCommand(self.recipe, moves))
+            self.undo_stack.push(MoveNodesCommand(self.document, moves))
 
-    # ---- mirroring the recipe ------------------------------------------------------------------
-    def _on_recipe_event(self, event: str, details: dict[str, Any]) -> None:
-        if event == "node_added":
-            self._add_node_item(details["node_id"])
-        elif event == "node_removed":
-            self._remove_node_item(details["node_id"])
-        elif event == "edge_added":
-            self._add_edge_item(details["edge"])
-        elif event == "edge_removed":
-            self._remove_edge_item(details["edge"])
-        elif event == "params_changed":
-            self.file_problems.pop(details["node_id"], None)
-            self._refresh_node(details["node_id"])
-        elif event == "ui_changed":
-            self._place(details["node_id"])
-        elif event == "reset":
-            self.file_problems.clear()
-            self._rebuild()
+    # ---- mirroring the document ----------------------------------------------------------------
+    def _on_node_added(self, node_id: str) -> None:
+        self._add_node_item(node_id)
         self._refresh_timer.start()
+
+    def _on_node_removed(self, node_id: str) -> None:
+        self._remove_node_item(node_id)
+        self._refresh_timer.start()
+
+    def _on_edge_added(self, edge: Edge) -> None:
+        self._add_edge_item(edge)
+        self._refresh_timer.start()
+
+    def _on_edge_removed(self, edge: Edge) -> None:
+        self._remove_edge_item(edge)
+        self._refresh_timer.start()
+
+    def _on_params_changed(self, node_id: str, _key: str) -> None:
+        self.file_problems.pop(node_id, None)
+        self._refresh_node(node_id)
+        self._refresh_timer.start()
+
+    def _on_node_moved(self, node_id: str) -> None:
+        self._place(node_id)
+        self._refresh_timer.start()
+
+    def _on_recipe_replaced(self) -> None:
+        self.file_problems.clear()
+        self._rebuild()
 
     def _rebuild(self) -> None:
         for edge in list(self._edges):
@@ -442,7 +424,7 @@ class GraphScene(QGraphicsScene):
     def _add_node_item(self, node_id: str, layout: dict[str, tuple[float, float]] | None = None) -> None:
         node = self.recipe.nodes[node_id]
         try:
-            ntype = get_node_type(node.type)
+            ntype = node_kind(node.type)
         except EngineInputError:
             ntype = None  # shown without ports; validation marks it
         item = NodeItem(node_id, ntype, node.type)
@@ -492,31 +474,24 @@ class GraphScene(QGraphicsScene):
         item = self._nodes[node_id]
         badges: list[tuple[str, QColor]] = []
         help_text = item.node_type.help if item.node_type else ""
-        if node.type == "checkpoint":
-            path = str(node.params.get("path") or "")
-            subtitle = _short_path(path) if path else "no file set"
+        kind = item.node_type
+        if kind is None:
+            item.set_content(help_text, badges, help_text)
+            return
+        subtitle = kind.subtitle(node)
+        if kind.source:
+            path = str(node.params.get(kind.file_param) or "")
             help_text = path or help_text
             if path and self.checkpoint_kind(path) == DELTA:
                 badges.append(("LoRA", style.KIND_COLORS[DELTA]))
-        elif node.type == "merge":
-            method = str(node.params.get("method", ""))
-            try:
-                spec = get_method(method)
-            except EngineInputError:
-                subtitle = f"unknown method '{method}'"
-            else:
-                subtitle, help_text = spec.label, spec.summary
+        elif kind.method_param:
+            spec = kind.method(node)
+            if spec is not None:
+                help_text = spec.summary
                 badges = [(r.value, style.REQUIREMENT_COLORS.get(r.value, style.UNKNOWN_KIND))
                           for r in sorted(spec.requirements, key=lambda r: r.value)]
-        elif node.type == "scale":
-            factor = node.params.get("factor", 1.0)
-            subtitle = f"× {factor:g}" if isinstance(factor, (int, float)) else f"× {factor}"
-        elif node.type == "save":
-            path = str(node.params.get("path") or "")
-            subtitle = Path(path).name if path else "no output folder set"
-            badges.append((str(node.params.get("dtype", "auto")), style.UNKNOWN_KIND))
-        else:
-            subtitle = help_text
+        elif kind.sink and "dtype" in node.params:
+            badges.append((str(node.params["dtype"]), style.UNKNOWN_KIND))
         item.set_content(subtitle, badges, help_text)
 
     def revalidate(self) -> None:
@@ -549,13 +524,13 @@ class GraphScene(QGraphicsScene):
         self.problemsChanged.emit(self.problems)
 
     def _on_selection_changed(self) -> None:
-        if self._selection_batch:
-            return
-        ids = self.selected_node_ids()
-        current = ids[0] if len(ids) == 1 else ""
-        if current != self._selected:
-            self._selected = current
-            self.nodeSelected.emit(current)
+        if not self._selection_batch:
+            self.document.set_selection(self.selected_node_ids())
+
+    def _follow_selection(self, node_ids: list[str]) -> None:
+        """A selection made elsewhere (the document's): select the same items."""
+        if set(node_ids) != set(self.selected_node_ids()):
+            self._select(nid for nid in node_ids if nid in self._nodes)
 
     # ---- connection dragging (called by PortItem) ----------------------------------------------
     def begin_connection(self, port: PortItem, scene_pos: QPointF) -> None:

@@ -8,17 +8,13 @@ from __future__ import annotations
 
 from PySide6.QtGui import QColor, QPalette
 
-from engine.graph.nodes import DELTA, MODEL, RESULTS
+from engine.errors import EngineInputError
+from engine.graph.node_kinds import DELTA, MODEL, RESULTS, node_kind
 
 KIND_COLORS = {MODEL: QColor("#4c8bf5"), DELTA: QColor("#f29d38"), RESULTS: QColor("#35b585")}
 KIND_NAMES = {MODEL: "model", DELTA: "task vector", RESULTS: "results"}
 UNKNOWN_KIND = QColor("#8a8f98")
 
-CATEGORY_COLORS = {
-    "checkpoint": KIND_COLORS[MODEL], "task_vector": KIND_COLORS[DELTA], "merge": QColor("#9b6cf0"),
-    "scale": QColor("#2fb4c4"), "add": QColor("#2fb4c4"), "save": QColor("#8a8f98"),
-    "evaluate": KIND_COLORS[RESULTS],
-}
 ERROR_COLOR = QColor("#e5484d")
 REQUIREMENT_COLORS = {"data-free": QColor("#35b585"), "unlabeled data": QColor("#e0a100"),
                       "labeled data": QColor("#f07a3a"), "gradients": QColor("#e5484d")}
@@ -42,7 +38,11 @@ def kind_name(kind: str | None) -> str:
 
 
 def category_color(node_type: str) -> QColor:
-    return CATEGORY_COLORS.get(node_type, UNKNOWN_KIND)
+    """The colour a node kind declares (grey for a type this build does not know)."""
+    try:
+        return QColor(node_kind(node_type).color)
+    except EngineInputError:
+        return UNKNOWN_KIND
 
 
 def is_dark(palette: QPalette) -> bool:

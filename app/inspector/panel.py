@@ -2,8 +2,9 @@
 
 For a Merge node the schema is the chosen method's (``engine.methods``): a method box, the method's
 summary, requirements and paper link, one row per input model for per-model parameters, then the
-other parameters. Other node types use their ``NodeType.params``. Every edit is an undoable command
-on the window's undo stack; the panel follows the recipe's change events (undo, redo, other views).
+other parameters. Other node kinds use their declared ``params``. The panel takes the
+``app.document.Document``: it shows the document's current node, every edit is an undoable command
+pushed on the document, and it follows the document's typed signals (undo, redo, other views).
 """
 
 from __future__ import annotations
@@ -13,25 +14,23 @@ import re
 from typing import Any, Callable
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QUndoStack
 from PySide6.QtWidgets import (QComboBox, QFileDialog, QFormLayout, QFrame, QHBoxLayout, QLabel, QMenu,
                                QScrollArea, QVBoxLayout, QWidget)
 
 from app import theme
 from app.commands import SetParamCommand, SetParamsCommand
+from app.document import Document
 from app.graph.palette import switch_method_params
 from app.inspector.fields import Field, guard_wheel, make_field
 from app.inspector.weights import PerModelField
 from app.library.view import FILE_FILTER
 from engine.errors import EngineInputError
-from engine.graph.nodes import get_node_type
-from engine.graph.recipe import Recipe
+from engine.graph.node_kinds import node_kind
+from engine.graph.recipe import Edge
 from engine.graph.validate import Problem, reference_checkpoint
 from engine.methods import MethodSpec, all_methods, get_method
 from engine.methods.base import GROUPS, Param, Requirement
 
-NODE_ICONS = {"checkpoint": "checkpoint", "task_vector": "task-vector", "merge": "merge", "scale": "scale",
-              "add": "add", "save": "save", "evaluate": "evaluate"}
 LABELS = {"lambda": "λ (lambda)"}
 _ARXIV = re.compile(r"arXiv:\s*(\d{4}\.\d{4,5})")
 
@@ -78,8 +77,9 @@ def method_combo() -> QComboBox:
 
 
 class InspectorPanel(QWidget):
-    """Edits one node. ``describe_checkpoint(path)`` and ``layers_of(path)`` come from the library
-    (a one-line description and the layer count of an inspected checkpoint).
+    """Edits one node of ``document`` (its current node, or the one ``show_node`` names).
+    ``describe_checkpoint(path)`` and ``layers_of(path)`` come from the library (a one-line description
+    and the layer count of an inspected checkpoint).
 
     ``sweepRequested(node_id, param)``: "Sweep this parameter…" was chosen from the context menu of a
     merge node's numeric parameter (its label or its controls).
@@ -87,12 +87,11 @@ class InspectorPanel(QWidget):
 
     sweepRequested = Signal(str, str)
 
-    def __init__(self, recipe: Recipe, undo_stack: QUndoStack, *,
-                 describe_checkpoint: Callable[[str], str | None] = lambda _p: None,
+    def __init__(self, document: Document, *, describe_checkpoint: Callable[[str], str | None] = lambda _p: None,
                  layers_of: Callable[[str], int] = lambda _p: 0, parent: QWidget | None = None):
         super().__init__(parent)
-        self.recipe = recipe
-        self.undo_stack = undo_stack
+        self.document = document
+        self.recipe = document.recipe
         self.describe_checkpoint = describe_checkpoint
         self.layers_of = layers_of
         self.node_id = ""
@@ -108,8 +107,12 @@ class InspectorPanel(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self._scroll)
-        recipe.subscribe(self._on_recipe_event)
-        self.destroyed.connect(lambda *_a, r=recipe, f=self._on_recipe_event: r.unsubscribe(f))
+        document.currentNodeChanged.connect(self.show_node)
+        document.paramsChanged.connect(self._on_params_changed)
+        document.edgeAdded.connect(self._on_edge_changed)
+        document.edgeRemoved.connect(self._on_edge_changed)
+        document.nodeRemoved.connect(self._on_node_removed)
+        document.recipeReplaced.connect(self._on_recipe_replaced)
         self.show_node("")
 
     # ---- building --------------------------------------------------------------------------------
@@ -140,14 +143,14 @@ class InspectorPanel(QWidget):
         node = self.recipe.nodes[self.node_id]
         self._problem_label = QLabel(objectName="Problem", wordWrap=True)
         try:
-            ntype = get_node_type(node.type)
+            ntype = node_kind(node.type)
         except EngineInputError:  # a type this build does not know: only its problems are shown
             layout.addWidget(self._problem_label)
             self._show_problems()
             return
         head = QHBoxLayout()
         icon = QLabel()
-        icon.setPixmap(theme.icon(NODE_ICONS.get(node.type, "checkpoint"), "accent").pixmap(22, 22))
+        icon.setPixmap(theme.icon(ntype.icon, "accent").pixmap(22, 22))
         title = QLabel(self.node_id, objectName="Title")
         title.setTextInteractionFlags(Qt.TextSelectableByMouse)
         kind = QLabel(ntype.label, objectName="Muted")
@@ -156,16 +159,16 @@ class InspectorPanel(QWidget):
         head.addStretch(1)
         head.addWidget(kind)
         layout.addLayout(head)
-        if node.type != "merge":  # a merge node shows its method's summary instead
+        if not ntype.method_param:  # a node with a method shows the method's summary instead
             layout.addWidget(QLabel(ntype.help, objectName="Muted", wordWrap=True))
         layout.addWidget(self._problem_label)
         self._show_problems()
 
         self._models = self.recipe.inputs(self.node_id, "models")
-        self._method = str(node.params.get("method", "")) if node.type == "merge" else ""
-        params = self._build_method(layout) if node.type == "merge" else list(ntype.params)
-        if node.type == "checkpoint":
-            info = self.describe_checkpoint(str(self.recipe.resolve_path(node.params.get("path", ""))))
+        self._method = str(node.params.get(ntype.method_param, "")) if ntype.method_param else ""
+        params = self._build_method(layout) if ntype.method_param else list(ntype.params)
+        if ntype.source:
+            info = self.describe_checkpoint(str(self.recipe.resolve_path(node.params.get(ntype.file_param, ""))))
             if info:
                 card = QLabel(info, objectName="Muted", wordWrap=True)
                 card.setTextFormat(Qt.RichText)
@@ -243,7 +246,7 @@ class InspectorPanel(QWidget):
 
     def _offer_sweep(self, p: Param, *widgets: QWidget) -> None:
         """A "Sweep this parameter…" context menu on a merge node's numeric parameter."""
-        if p.type not in ("float", "int") or self.recipe.nodes[self.node_id].type != "merge":
+        if p.type not in ("float", "int") or not node_kind(self.recipe.nodes[self.node_id].type).method_param:
             return
         for w in widgets:
             w.setContextMenuPolicy(Qt.CustomContextMenu)
@@ -262,7 +265,7 @@ class InspectorPanel(QWidget):
             return lambda parent, current: QFileDialog.getOpenFileName(parent, p.help, current)[0] or None
         if p.type != "str" or p.name != "path":
             return None
-        if node_type == "save":
+        if node_kind(node_type).writes_folder:
             return lambda parent, current: QFileDialog.getExistingDirectory(parent, "Output folder", current) or None
         return lambda parent, current: QFileDialog.getOpenFileName(parent, "Checkpoint", current,
                                                                    FILE_FILTER)[0] or None
@@ -280,13 +283,13 @@ class InspectorPanel(QWidget):
 
     # ---- values ----------------------------------------------------------------------------------
     def _defaults(self) -> dict[str, Any]:
-        node = self.recipe.nodes[self.node_id]
-        if node.type == "merge":
+        kind = node_kind(self.recipe.nodes[self.node_id].type)
+        if kind.method_param:
             try:
                 return get_method(self._method).defaults()
             except EngineInputError:
                 return {}
-        return {p.name: p.default for p in get_node_type(node.type).params}
+        return {p.name: p.default for p in kind.params}
 
     def _refresh_values(self) -> None:
         params = self.recipe.nodes[self.node_id].params
@@ -300,7 +303,7 @@ class InspectorPanel(QWidget):
             return
         self._pushing = True
         try:
-            self.undo_stack.push(SetParamCommand(self.recipe, self.node_id, key, value, merge_key or None))
+            self.document.push(SetParamCommand(self.document, self.node_id, key, value, merge_key or None))
         finally:
             self._pushing = False
         self._refresh_values()
@@ -309,7 +312,7 @@ class InspectorPanel(QWidget):
         node = self.recipe.nodes.get(self.node_id)
         if node is None or method == self._method:
             return
-        self.undo_stack.push(SetParamsCommand(self.recipe, self.node_id, switch_method_params(node.params, method)))
+        self.document.push(SetParamsCommand(self.document, self.node_id, switch_method_params(node.params, method)))
 
     def set_problems(self, problems: list[Problem]) -> None:
         """Validation problems of the whole recipe (the panel shows the current node's)."""
@@ -322,18 +325,28 @@ class InspectorPanel(QWidget):
         self._problem_label.setText("\n".join(f"⚠ {m}" for m in mine))
         self._problem_label.setVisible(bool(mine))
 
-    # ---- following the recipe --------------------------------------------------------------------
-    def _on_recipe_event(self, event: str, details: dict[str, Any]) -> None:
-        if not self.node_id or self._pushing:
-            return
-        if event == "reset" or (event == "node_removed" and details.get("node_id") == self.node_id):
+    # ---- following the document ------------------------------------------------------------------
+    def _on_recipe_replaced(self) -> None:
+        if self.node_id:
             self.show_node(self.node_id)
-        elif event in ("edge_added", "edge_removed") and details["edge"].dst == self.node_id:
-            if self.recipe.inputs(self.node_id, "models") != self._models:
-                self.show_node(self.node_id)
-        elif event == "params_changed" and details.get("node_id") == self.node_id:
-            node = self.recipe.nodes[self.node_id]
-            if node.type == "merge" and str(node.params.get("method", "")) != self._method:
-                self.show_node(self.node_id)
-            else:
-                self._refresh_values()
+
+    def _on_node_removed(self, node_id: str) -> None:
+        if node_id and node_id == self.node_id:
+            self.show_node(node_id)
+
+    def _on_edge_changed(self, edge: Edge) -> None:
+        if self.node_id and edge.dst == self.node_id and self.recipe.inputs(self.node_id, "models") != self._models:
+            self.show_node(self.node_id)
+
+    def _on_params_changed(self, node_id: str, _key: str) -> None:
+        if node_id != self.node_id or self._pushing:
+            return
+        node = self.recipe.nodes[self.node_id]
+        try:
+            method_param = node_kind(node.type).method_param
+        except EngineInputError:  # a type this build does not know
+            method_param = None
+        if method_param and str(node.params.get(method_param, "")) != self._method:
+            self.show_node(self.node_id)
+        else:
+            self._refresh_values()

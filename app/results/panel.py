@@ -1,30 +1,39 @@
 """The Results panel: live status, the run history, and the comparison plots side by side.
 
-Live results arrive from ``app.live.LiveController``: every quick frame updates the pinned *live* row
-and moves the live bars/radar in place; once a value settles and the full split is scored, the run
-joins the history (unless the same run is already there). The plots show the selected runs (or, with
+The panel takes the ``app.document.Document``. Live results arrive from its ``LiveController``: every
+quick frame updates the pinned *live* row and moves the live bars/radar in place; once a value settles
+and the full split is scored, the run joins the history (unless the same run is already there). The
+history is the document's ``results`` (saved with the project); a filed run keeps the recipe it was
+scored with, taken when it is filed (never on every frame). The plots show the selected runs (or, with
 nothing selected, the live result and the latest run) against the experts and the base. Sweeps show
-as curves (one parameter) or heatmaps (two) and feed the Pareto view. The panel measures the time
-from a slider value to the redrawn plot and reports it through ``latencyChanged``.
+as curves (one parameter) or heatmaps (two) and feed the Pareto view. Restoring a run is an undoable
+edit of the document. The panel measures the time from a slider value to the redrawn plot and reports
+it through ``latencyChanged``; short notes for the status bar go out through ``statusMessage``.
 """
 
 from __future__ import annotations
 
+import copy
+import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (QComboBox, QFileDialog, QHBoxLayout, QLabel, QMenu, QSplitter, QTabWidget, QToolButton,
                                QVBoxLayout, QWidget)
 
 from app import theme
-from app.live import FAILED, LIVE, OFF, OPENING, STREAMING, LiveController
+from app.commands import ReplaceRecipeCommand, SetParamsCommand
+from app.document import Document
+from app.live import FAILED, LIVE, OFF, OPENING, STREAMING
+from app.plotting import series_color
 from app.results import records as rec
-from app.results.canvas import series_color
 from app.results.history import HistoryModel, HistoryView
 from app.results.plots import ParetoPlot, RadarPlot, Series, SweepPlot, TaskBarsPlot
+from app.results.sweep_dialog import SweepDialog
 from engine.live import FULL, QUICK, LiveEvent, SweepResult
+from engine.methods import get_method
 from engine.runtime import Progress
 
 LIVE_LABEL = "live"
@@ -43,20 +52,18 @@ def _tool(icon: str, tip: str, text: str = "") -> QToolButton:
 
 
 class ResultsPanel(QWidget):
-    """History + plots. ``records`` is the project's results history (runs and sweeps, JSON)."""
+    """History + plots of ``document``'s runs and sweeps (its ``results``) and of its live node."""
 
-    historyChanged = Signal(list)
-    restoreRequested = Signal(dict)
-    sweepRequested = Signal()
     latencyChanged = Signal(float)
+    statusMessage = Signal(str)
 
-    def __init__(self, controller: LiveController | None = None, parent: QWidget | None = None):
+    def __init__(self, document: Document, parent: QWidget | None = None):
         super().__init__(parent)
-        self.controller = controller
-        self.recipe_json: dict[str, Any] = {}
-        self.split = "test"
+        self.document = document
+        self.controller = document.live
         self.last_latency_ms: float | None = None
         self._sweeping = False
+        self._pending_sweep: str | None = None
         self.model = HistoryModel(self)
         self.table = HistoryView(self.model)
         self.bars = TaskBarsPlot()
@@ -67,16 +74,15 @@ class ResultsPanel(QWidget):
         self.table.selectionModel().selectionChanged.connect(lambda *_: self.refresh_plots())
         self.table.doubleClicked.connect(self._restore_row)
         self.model.modelReset.connect(self._refill_choices)
-        if controller is not None:
-            controller.stateChanged.connect(self.set_live_state)
-            controller.resultReady.connect(self.on_live_event)
-            controller.sweepFinished.connect(self.add_sweep)
-            controller.sweepFinished.connect(lambda _r: self._set_sweeping(False))
-            controller.sweepFailed.connect(self._on_sweep_failed)
-            self.set_live_state(controller.state, controller.message)
-        else:
-            self.set_live_state(OFF, "")
-        self.refresh_plots()
+        controller = self.controller
+        controller.stateChanged.connect(self.set_live_state)
+        controller.progressed.connect(self.show_progress)
+        controller.resultReady.connect(self.on_live_event)
+        controller.sweepFinished.connect(self.add_sweep)
+        controller.sweepFailed.connect(self._on_sweep_failed)
+        document.opened.connect(self._on_opened)
+        self.set_live_state(controller.state, controller.message)
+        self.set_records(document.results)
 
     # ---- layout ----------------------------------------------------------------------------------
     def _build(self) -> None:
@@ -162,30 +168,49 @@ class ResultsPanel(QWidget):
 
     # ---- history ---------------------------------------------------------------------------------
     def set_records(self, records: list[dict[str, Any]]) -> None:
-        """Show a project's history (replaces what is shown)."""
-        self.model.set_records(records)
+        """Show a history (replaces what is shown and the document's ``results``)."""
+        self.model.set_records(list(records))
+        self.document.results = self.records()
         self.refresh_plots()
 
     def records(self) -> list[dict[str, Any]]:
+        """The history shown (runs and sweeps, oldest first)."""
         return list(self.model.records)
 
+    def _on_opened(self) -> None:
+        self.set_records(self.document.results)
+
+    def _recipe_with(self, node_id: str, params: Mapping[str, Any]) -> dict[str, Any]:
+        """The document's recipe as JSON with ``node_id``'s parameters as a record has them (the values
+        it scored)."""
+        data = self.document.recipe.to_json()
+        for node in data["nodes"]:
+            if node["id"] == node_id:
+                node["params"] = copy.deepcopy(dict(params))
+        return data
+
     def add_run(self, record: dict[str, Any]) -> bool:
-        """Add a run record unless the same run is already the newest of its node; True when added."""
+        """Add a run record unless the same run is already the newest of its node; True when added. A
+        record without its recipe (a live one) gets the document's, with the record's parameters."""
         latest = [r for r in rec.runs(self.model.records) if r.get("node") == record.get("node")]
         if latest and rec.same_run(latest[-1], record):
             return False
         record = {**record, "id": rec.next_id(self.model.records)}
+        if not record.get("recipe"):
+            record["recipe"] = self._recipe_with(record.get("node", ""), record.get("params", {}))
         self.model.add(record)
-        self.historyChanged.emit(self.records())
+        self.document.results = self.records()
         self.refresh_plots()
         return True
 
     def add_sweep(self, result: SweepResult) -> None:
-        node = self.controller.node_id if self.controller is not None else ""
-        record = rec.sweep_record(result, recipe=self.recipe_json, node_id=node,
+        """File a finished sweep of the live node and show it."""
+        self._set_sweeping(False)
+        node = self.controller.node_id
+        record = rec.sweep_record(result, recipe=self._recipe_with(node, result.params), node_id=node,
                                   record_id=rec.next_id(self.model.records))
         self.model.add(record)
-        self.historyChanged.emit(self.records())
+        self.document.results = self.records()
         self.sweep_box.setCurrentIndex(self.sweep_box.count() - 1)
         self.tabs.setCurrentIndex(2)
 
@@ -193,7 +218,7 @@ class ResultsPanel(QWidget):
         ids = {r["id"] for r in self.table.selected_records() if r is not self.model.live and "id" in r}
         if ids:
             self.model.remove(ids)
-            self.historyChanged.emit(self.records())
+            self.document.results = self.records()
             self.refresh_plots()
 
     def keep_live(self) -> None:
@@ -203,18 +228,35 @@ class ResultsPanel(QWidget):
     def _restore_row(self, index) -> None:
         record = self.model.record_at(index.row())
         if record is not None and record.get("params") and record is not self.model.live:
-            self.restoreRequested.emit(record)
+            self.restore(record)
 
     def _restore_selected(self) -> None:
         chosen = [r for r in self.table.selected_records() if r.get("params")]
         if chosen:
-            self.restoreRequested.emit(chosen[0])
+            self.restore(chosen[0])
+
+    def restore(self, record: Mapping[str, Any]) -> None:
+        """Put a run's parameters back on its node (or its whole recipe, if the graph changed since), as
+        one undoable edit."""
+        recipe, node_id = self.document.recipe, record.get("node", "")
+        saved = record.get("recipe") or {}
+        now = sorted(json.dumps(e.to_json()) for e in recipe.input_edges(node_id)) if node_id in recipe.nodes else None
+        same_inputs = now == sorted(json.dumps(e) for e in saved.get("edges", []) if e.get("to") == node_id)
+        label = f"Restore run #{record.get('id', '?')}"
+        if same_inputs:
+            self.document.push(SetParamsCommand(self.document, node_id, record["params"]))
+        elif saved:
+            self.document.push(ReplaceRecipeCommand(self.document, saved, text=label))
+        else:
+            return
+        self.statusMessage.emit(f"{label}: its {record.get('method', '')} parameters are back in the graph")
 
     # ---- live ------------------------------------------------------------------------------------
     def set_live_state(self, state: str, message: str) -> None:
+        """Show the live controller's state; a sweep asked for while the session was opening starts now."""
         self.status_text.setText(STATE_TEXT.get(state, state))
         self.status_dot.setStyleSheet(f"color: {theme.color(STATE_ROLE.get(state, 'muted')).name()};")
-        node = self.controller.node_id if self.controller is not None and state != OFF else ""
+        node = self.controller.node_id if state != OFF else ""
         detail = " · ".join(p for p in (node, message) if p)
         self.status_detail.setText(detail or "Select a merge node connected to an Evaluate node to tune it live.")
         self.status_detail.setToolTip(detail)
@@ -224,6 +266,11 @@ class ResultsPanel(QWidget):
         if state in (OFF, FAILED) and self.model.live is not None:
             self.model.set_live(None)
             self.refresh_plots()
+        if live and self._pending_sweep is not None:
+            path, self._pending_sweep = self._pending_sweep, None
+            self.open_sweep_dialog(path)
+        elif state in (OFF, FAILED):
+            self._pending_sweep = None
 
     def show_progress(self, p: Progress) -> None:
         """Opening or sweeping progress from the controller."""
@@ -235,15 +282,38 @@ class ResultsPanel(QWidget):
         self._sweeping = on
         self.sweep_button.setText("Stop sweep" if on else "Sweep…")
         self.sweep_button.setIcon(theme.icon("stop" if on else "curve", "err" if on else "icon"))
-        if not on and self.controller is not None:
+        if not on:
             self.set_live_state(self.controller.state, self.controller.message)
 
     def _on_sweep_button(self) -> None:
-        if self._sweeping and self.controller is not None:
+        if self._sweeping:
             self.controller.cancel_sweep()
             self._set_sweeping(False)
         else:
-            self.sweepRequested.emit()
+            self.open_sweep_dialog()
+
+    def sweep_parameter(self, node_id: str, path: str) -> None:
+        """"Sweep this parameter" on a merge node: make it the live node if needed, then ask for the
+        range (once its session is open)."""
+        if node_id == self.controller.node_id and self.controller.session is not None:
+            self.open_sweep_dialog(path)
+            return
+        self._pending_sweep = path
+        if node_id != self.controller.node_id:
+            self.controller.follow(node_id)
+
+    def open_sweep_dialog(self, first: str | None = None) -> bool:
+        """Ask what to sweep around the live node's current parameters and start the sweep."""
+        session, node_id = self.controller.session, self.controller.node_id
+        if session is None or node_id not in self.document.recipe.nodes:
+            self.statusMessage.emit("Sweeps run on the live merge node; select one first")
+            return False
+        params = dict(self.document.recipe.nodes[node_id].params)
+        spec = get_method(params.get("method", session.spec.name))
+        dialog = SweepDialog(spec, session.keys, params, first=first, parent=self)
+        if not dialog.exec():
+            return False
+        return self.controller.sweep(params, dialog.axes(), full=dialog.full())
 
     def _on_sweep_failed(self, message: str) -> None:
         self._set_sweeping(False)
@@ -255,8 +325,7 @@ class ResultsPanel(QWidget):
             if event.error:
                 self.status_detail.setText(f"⚠ {event.error}")
             return
-        node = self.controller.node_id if self.controller is not None else ""
-        record = rec.run_record(event.report, recipe=self.recipe_json, node_id=node, split=self.split,
+        record = rec.run_record(event.report, recipe={}, node_id=self.controller.node_id, split=self.controller.split,
                                 source="live", record_id=0)
         self.model.set_live(record)
         if event.kind == FULL:

@@ -12,12 +12,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from matplotlib.collections import LineCollection
-from matplotlib.ticker import FuncFormatter, PercentFormatter
+from matplotlib.ticker import FuncFormatter
 
-from app.results.canvas import PlotCanvas, palette, style_axes, style_legend, task_colors
+from app.plotting import PERCENT, PlotCanvas, palette, style_axes, style_legend, task_colors
 from engine.live import SweepResult
-
-PERCENT = PercentFormatter(xmax=1.0, decimals=0)
 
 
 @dataclass

@@ -25,6 +25,7 @@ import time
 from typing import Any, Iterable, Mapping, Sequence
 
 from engine.errors import EngineInputError
+from engine.graph.node_kinds import NodeKind, node_kind
 from engine.live import LiveReport, SweepResult
 from engine.methods import get_method
 
@@ -57,6 +58,14 @@ def run_record(report: LiveReport, *, recipe: Mapping[str, Any], node_id: str, s
             "references": {k: dict(v) for k, v in report.references.items()}}
 
 
+def _kind(run: Mapping[str, Any]) -> NodeKind | None:
+    """The kind of node an evaluated run came from (None for a type this build does not know)."""
+    try:
+        return node_kind(run.get("type"))
+    except EngineInputError:
+        return None
+
+
 def evaluation_records(result: Mapping[str, Any], recipe: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Run records (ids still to assign) from ``evaluate_recipe``'s output: one per merged model scored,
     with the base and the experts that the same Evaluate node scored as its references."""
@@ -68,11 +77,11 @@ def evaluation_records(result: Mapping[str, Any], recipe: Mapping[str, Any]) -> 
     for evaluated in by_node.values():
         experts = {t: row.get("expert_accuracy") for run in evaluated for t, row in run["tasks"].items()}
         refs: dict[str, dict[str, float | None]] = {"experts": experts}
-        bases = [r for r in evaluated if r.get("type") == "checkpoint" and r.get("name") == "base"]
+        bases = [r for r in evaluated if _kind(r) is not None and _kind(r).source and r.get("name") == "base"]
         if bases:
             refs["base"] = {t: row["accuracy"] for t, row in bases[0]["tasks"].items()}
         for run in evaluated:
-            if run.get("type") != "merge":
+            if _kind(run) is None or not _kind(run).method_param:  # only merges are runs; the rest are references
                 continue
             params = dict(nodes.get(run["recipe_node"], {}).get("params", {}))
             records.append({"kind": "run", "time": now(), "source": "run", "node": run["recipe_node"],

@@ -8,13 +8,14 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, 
                                QSpinBox, QVBoxLayout, QWidget)
 
 from app.formatting import format_duration
-from engine.live import Axis, get_value, linspace, split_path, tunable_paths
+from engine.graph.param_path import ParamPath, tunable_paths
+from engine.live import Axis, linspace
 from engine.methods import MethodSpec
 
 
 def default_range(spec: MethodSpec, path: str, current: Any) -> tuple[float, float, int]:
     """A useful first range for a parameter: fractions over 0…1, coefficients from 0 to twice the value."""
-    p = spec.param(split_path(path)[0])
+    p = spec.param(ParamPath.parse(path).param)
     lo = p.min if p.min is not None else 0.0
     hi = p.max if p.max is not None else 1.0
     if p.name == "seed" or p.type == "int":
@@ -58,7 +59,7 @@ class SweepDialog(QDialog):
         self.setWindowTitle(f"Sweep — {spec.label}")
         self.spec, self.keys, self.params = spec, list(keys), params
         self.seconds_per_point = dict(seconds_per_point or {})
-        paths = tunable_paths(spec, keys)
+        paths = [p.local for p in tunable_paths(spec.params, keys)]
         grid = QGridLayout()
         grid.setHorizontalSpacing(6)
         grid.addWidget(QLabel("Parameter"), 0, 0)
@@ -93,7 +94,7 @@ class SweepDialog(QDialog):
     def _defaults(self, row: _AxisRow, path: str) -> None:
         if not path:
             return
-        lo, hi, steps = default_range(self.spec, path, get_value(self.spec, self.params, self.keys, path))
+        lo, hi, steps = default_range(self.spec, path, ParamPath.parse(path).get(self.spec.params, self.params, self.keys))
         row.lo.setValue(lo)
         row.hi.setValue(hi)
         row.steps.setValue(steps)

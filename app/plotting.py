@@ -1,9 +1,12 @@
-"""Matplotlib on the QtAgg backend, dressed in the app's theme, with PNG/SVG export.
+"""Plotting shared by every plot of the app: Matplotlib on the QtAgg backend, in the app's theme.
 
 ``PlotCanvas`` is a figure canvas widget whose colours follow ``app.theme`` (it restyles on
 ``restyle()``, which the panels call after a theme switch) and whose ``export(path)`` writes PNG or SVG
-at print resolution. ``series_colors`` and ``task_colors`` are the palettes every plot shares, so a
-task or a run has the same colour in the bars, the radar and the sweep curves.
+at print resolution. ``series_color`` and ``task_colors`` are the palettes every plot shares, so a
+task or a run has the same colour in the bars, the radar and the sweep curves; ``style_axes``,
+``style_legend`` and the ``PERCENT`` axis formatter dress axes alike. The results plots
+(``app.results``) and the analysis plots (``app.analysis``) both build on this module and never on
+each other.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ matplotlib.use("QtAgg")
 from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import PercentFormatter  # noqa: E402
 from PySide6.QtWidgets import QSizePolicy, QWidget  # noqa: E402
 
 from app import theme  # noqa: E402
@@ -25,13 +29,16 @@ from app import theme  # noqa: E402
 TASK_COLORS = ("#4e9af1", "#f28e2b", "#59a14f", "#e15759", "#b07aa1", "#76b7b2", "#edc948", "#ff9da7",
                "#9c755f", "#bab0ac")
 SERIES_COLORS = ("#5b8cff", "#f2a541", "#3fbf8f", "#e8657a", "#a98bf0", "#4cc3d9", "#d4b84a", "#c77dba")
+PERCENT = PercentFormatter(xmax=1.0, decimals=0)  # 0–1 values as whole percents on an axis
 
 
 def task_colors(tasks: list[str]) -> dict[str, str]:
+    """Each task's colour, by its place in ``tasks``."""
     return {t: TASK_COLORS[i % len(TASK_COLORS)] for i, t in enumerate(tasks)}
 
 
 def series_color(i: int) -> str:
+    """The colour of the ``i``-th compared run."""
     return SERIES_COLORS[i % len(SERIES_COLORS)]
 
 
@@ -57,6 +64,7 @@ def style_axes(ax: Axes, *, grid_axis: str | None = "y") -> None:
 
 
 def style_legend(legend) -> None:
+    """Theme colours for a legend's frame and text (None: nothing to do)."""
     if legend is None:
         return
     c = palette()
