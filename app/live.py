@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 
 OFF, OPENING, LIVE, STREAMING, FAILED = "off", "opening", "live", "streaming", "failed"
 REFOLLOW_MS = 300  # an input edit reloads the live node this long after the last such edit
+QUICK_BUDGET_S = 0.06  # scoring time of a quick frame: the subset is sized to it once per session
 
 
 class LiveController(QObject):
@@ -118,8 +119,8 @@ class LiveController(QObject):
 
         def work() -> None:
             try:
-                session = LiveSession(snapshot, node_id, device=self.device, progress=self.progressed.emit,
-                                      cancel=cancel)
+                session = LiveSession(snapshot, node_id, device=self.device, quick_budget_s=QUICK_BUDGET_S,
+                                      progress=self.progressed.emit, cancel=cancel)
             except Cancelled:
                 return
             except (EngineInputError, RuntimeError, ValueError, OSError) as exc:

@@ -8,7 +8,9 @@ each step is ``update(params)`` then the quick-subset evaluation of every task, 
 (``median_ms``/``p95_ms``; ``update_ms``/``eval_ms`` split them). Cases: task arithmetic λ; TIES λ
 only, then density; layer-wise coefficients (a λ gradient whose middle anchor moves); and the same λ
 drag through the ``LiveLoop`` with slider events every 16 ms (``loop`` cases: submit → result, with
-coalescing; ``dropped`` counts values skipped). The synthetic cases time only the weight update for a
+coalescing; ``dropped`` counts values skipped). The LM cases (``--lm-zoo``, or the built LM demo) drag
+λ on the LM demo's merge, scored on per-domain perplexity and then on every task, each with a quick
+subset sized to ``--budget-ms`` of scoring. The synthetic cases time only the weight update for a
 λ move on a ~``--synthetic-m`` M-parameter Llama-shaped model (base + 3 fine-tunes), on the CPU and on
 CUDA when available. Prints one JSON object per line.
 """
@@ -124,6 +126,29 @@ def zoo_cases(zoo: Path, steps: int) -> list[dict[str, Any]]:
     return out
 
 
+def lm_cases(zoo: Path, steps: int, budget_s: float) -> list[dict[str, Any]]:
+    """The LM demo's merge: a λ drag scored on per-domain perplexity (the quick subset sized to ``budget_s``),
+    then on every task of its suite (perplexity, multiple choice, generation)."""
+    from engine.evaluation.lm_tasks import TextPerplexityTask
+    from engine.graph import nodes_of
+    from engine.graph.node_kinds import MERGE
+    from engine.live.evaluation import tasks_for
+
+    recipe = Recipe.load(zoo / "demo.json")
+    merge = nodes_of(recipe, MERGE)[0]
+    base = dict(recipe.nodes[merge].params)
+    tasks = tasks_for(recipe, merge)
+    lam = drag(0.1, 1.0, steps)
+    out = []
+    for label, chosen in (("per-domain perplexity", [t for t in tasks if isinstance(t, TextPerplexityTask)]),
+                          ("every task", tasks)):
+        session = LiveSession(recipe, merge, device="cpu", tasks=chosen, quick_budget_s=budget_s)
+        out.append(drag_case(f"lm {base['method']} lambda, {label} (quick subset sized to {budget_s * 1e3:.0f} ms)",
+                             session, base, lambda v: {"lambda": v}, lam, {"lambda": 0.5}))
+        session.close()
+    return out
+
+
 def synthetic_cases(params_m: float, steps: int, devices: list[str]) -> list[dict[str, Any]]:
     folder = Path(tempfile.gettempdir()) / "weightsmith-bench" / f"llama-{params_m:g}m-x3"
     base, models = make_models(folder, params_m, 3)
@@ -168,7 +193,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=40, help="values per scripted drag")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--synthetic-m", type=float, default=100.0, help="synthetic model size in M params (0: skip)")
-    parser.add_argument("--no-zoo", action="store_true", help="only the synthetic cases")
+    parser.add_argument("--no-zoo", action="store_true", help="skip the image zoo cases")
+    parser.add_argument("--lm-zoo", type=Path, default=None,
+                        help="LM demo folder (`weightsmith zoo build --lm`; default: the user data folder's, if built)")
+    parser.add_argument("--budget-ms", type=float, default=60.0, help="time budget of the LM cases' quick subset")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -179,6 +207,13 @@ def main() -> None:
         if not (zoo / "demo.json").is_file():
             sys.exit(f"no demo zoo in {zoo}: build it with `weightsmith zoo build` (or pass --zoo)")
         rows += zoo_cases(zoo, args.steps)
+    from engine.zoo.lm import default_lm_zoo_dir
+
+    lm_zoo = args.lm_zoo or default_lm_zoo_dir()
+    if (lm_zoo / "demo.json").is_file():
+        rows += lm_cases(lm_zoo, args.steps, args.budget_ms / 1e3)
+    elif args.lm_zoo:
+        sys.exit(f"no LM demo in {lm_zoo}: build it with `weightsmith zoo build --lm`")
     if args.synthetic_m > 0:
         devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
         rows += synthetic_cases(args.synthetic_m, args.steps, devices)

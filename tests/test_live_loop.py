@@ -87,6 +87,58 @@ def test_a_new_value_cancels_the_full_evaluation():
     assert not any(e.kind == FULL and e.params == {"lambda": 0.1} for e in events)
 
 
+class ScoringSession(SlowSession):
+    """A session whose quick scoring takes ``quick_s`` and polls its cancel token between batches."""
+
+    def __init__(self, quick_s: float):
+        super().__init__(frame_s=0.0, full_s=5.0)
+        self.quick_s = quick_s
+
+    def evaluate(self, *, full=False, cancel=None):
+        if not full:
+            end = time.perf_counter() + self.quick_s
+            while time.perf_counter() < end:
+                cancel.raise_if_cancelled()
+                time.sleep(0.005)
+        return super().evaluate(full=full, cancel=cancel)
+
+
+def test_a_new_value_preempts_the_frame_being_scored():
+    session = ScoringSession(quick_s=0.6)
+    loop, events = collect(session, settle_s=30.0, frame_floor_s=0.4)
+    try:
+        loop.submit({"lambda": 0.1})
+        while not events:
+            time.sleep(0.002)
+        loop.submit({"lambda": 0.2})  # starts scoring at once ...
+        time.sleep(0.05)
+        released = time.perf_counter()
+        loop.submit({"lambda": 0.3})  # ... and is pre-empted: the drag was released here
+        while not any(e.params == {"lambda": 0.3} for e in events):
+            time.sleep(0.005)
+        waited = time.perf_counter() - released
+    finally:
+        loop.close()
+    assert [e.params["lambda"] for e in events if e.kind == QUICK] == [0.1, 0.3]
+    assert loop.cancelled == 1
+    assert waited < 0.6 + 0.3, "the released value waited for the stale one's scores"
+
+
+def test_a_drag_still_shows_frames_when_every_value_would_preempt():
+    session = ScoringSession(quick_s=0.05)
+    loop, events = collect(session, settle_s=30.0, frame_floor_s=0.2)
+    try:
+        start = time.perf_counter()
+        i = 0
+        while time.perf_counter() - start < 1.5:  # values far faster than frames
+            loop.submit({"lambda": i})
+            i += 1
+            time.sleep(0.01)
+    finally:
+        loop.close()
+    assert len([e for e in events if e.kind == QUICK]) >= 4
+
+
 def test_jobs_run_between_frames_and_the_session_returns_to_the_newest_value():
     session = SlowSession(frame_s=0.0, full_s=0.0)
     loop, events = collect(session, settle_s=0.01)

@@ -86,8 +86,8 @@ class LiveEvaluator:
 
     def size_subset(self, state_dict: Mapping[str, torch.Tensor], cancel: CancelToken | None = None) -> None:
         """With a time budget: measure each task's scoring time per example on ``state_dict`` and size its
-        quick subset so that scoring every task takes about ``budget_s``. Done once; the subset then stays
-        fixed, so every slider position is scored on the same examples."""
+        quick subset so that scoring every task takes about ``budget_s`` (at least one example each). Done
+        once; the subset then stays fixed, so every slider position is scored on the same examples."""
         if not self.budget_s or self.subset is not None:
             return
         share = self.budget_s / len(self.tasks)
@@ -100,8 +100,7 @@ class LiveEvaluator:
                 self.evaluator.scores(state_dict, split=self.split, quick=probe, tasks=[task], functional=True,
                                       cancel=cancel)
             per_example = (time.perf_counter() - start) / probe[task.name]
-            step = probe[task.name]
-            subset[task.name] = min(n, max(step, int(share / max(per_example, 1e-9)) // step * step))
+            subset[task.name] = min(n, max(1, int(share / max(per_example, 1e-9))))
         self.subset = subset
 
     def experts(self, *, full: bool, cancel: CancelToken | None = None) -> dict[str, Scores | None]:

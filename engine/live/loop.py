@@ -3,10 +3,11 @@
 Coalescing rules (newest value wins, stale work is cancelled, never queued):
 
 - ``submit(params)`` replaces any value still waiting; the replaced values are dropped and counted.
-- A *quick frame* (update the weights, score the quick subset) that is already running finishes, so
-  a continuous drag keeps producing frames instead of cancelling each one; the frame after it starts
-  from the newest value. In the streaming fallback, where a frame re-reads the checkpoints, a new value
-  cancels the frame in flight too.
+- A new value pre-empts the *quick frame* (update the weights, score the quick subset) in flight: it is
+  cancelled between batches and the newest value starts at once, so releasing a drag never waits for
+  a stale value's scores. Only when no frame has reached the listener for ``frame_floor_s`` does the
+  frame in flight finish first, so a continuous drag still shows a frame at least that often. In the
+  streaming fallback, where a frame re-reads the checkpoints, a new value always cancels it.
 - Once a value has been still for ``settle_s`` the full split is scored; a new value cancels that.
 - Jobs (sweeps) run between frames; slider values that arrive meanwhile wait (only the newest), and the
   session returns to the newest value afterwards.
@@ -73,10 +74,12 @@ class LiveLoop:
     """Runs ``session`` on its own thread; see the module docstring for the coalescing rules."""
 
     def __init__(self, session: LiveSession, listener: Callable[[LiveEvent], None], *, settle_s: float = 0.35,
-                 evaluate: bool = True):
+                 evaluate: bool = True, frame_floor_s: float = 0.25):
         self.session = session
         self.listener = listener
         self.settle_s = settle_s
+        self.frame_floor_s = frame_floor_s
+        self._last_frame = 0.0  # when the newest quick frame reached the listener
         self.evaluate = evaluate and session.evaluator is not None
         self.submitted = self.applied = self.dropped = self.cancelled = 0
         self._seq = itertools.count(1)
@@ -103,7 +106,8 @@ class LiveLoop:
             self._pending = req
             if self._inflight is not None:
                 kind, token = self._inflight
-                if kind == FULL or (kind == QUICK and self.session.mode == STREAMING):
+                frames_flow = req.submitted - self._last_frame < self.frame_floor_s
+                if kind == FULL or (kind == QUICK and (self.session.mode == STREAMING or frames_flow)):
                     token.cancel()
             self._cond.notify_all()
             return req.seq
@@ -206,7 +210,7 @@ class LiveLoop:
             report.references = self.session.references(full=False, cancel=token)
         with self._cond:
             dropped, self._dropped_since_event = self._dropped_since_event, 0
-            req.finished = time.perf_counter()
+            req.finished = self._last_frame = time.perf_counter()
             self._latest = req
             if self.evaluate and self._pending is None:
                 self._settled = req
