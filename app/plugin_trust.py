@@ -19,15 +19,23 @@ from engine.graph.node_kinds import EVALUATE
 
 
 def plugin_files(recipe_json: dict[str, Any], folder: Path | None) -> list[Path]:
-    """The ``.py`` task files the recipe's Evaluate nodes name, resolved against ``folder``."""
+    """The ``.py`` task files the recipe's Evaluate nodes name (as their suite, or as ``plugin`` entries of
+    their own tasks), resolved against ``folder``."""
     found = []
     for node in recipe_json.get("nodes", []):
-        suite = node.get("params", {}).get(EVALUATE.file_param) if node.get("type") == EVALUATE.name else None
-        if isinstance(suite, str) and suite.endswith(".py"):
-            path = Path(suite).expanduser()
-            path = path if path.is_absolute() or folder is None else folder / path
-            if path.is_file() and path.resolve() not in found:
-                found.append(path.resolve())
+        if node.get("type") != EVALUATE.name:
+            continue
+        params = node.get("params", {})
+        entries = params.get(EVALUATE.entries_param)
+        named = [params.get(EVALUATE.file_param)]
+        if isinstance(entries, list):
+            named += [e.get("file") for e in entries if isinstance(e, dict) and e.get("kind") == "plugin"]
+        for text in named:
+            if isinstance(text, str) and text.endswith(".py"):
+                path = Path(text).expanduser()
+                path = path if path.is_absolute() or folder is None else folder / path
+                if path.is_file() and path.resolve() not in found:
+                    found.append(path.resolve())
     return found
 
 

@@ -99,3 +99,12 @@ def test_the_cli_says_it_runs_plugin_code(tmp_path, tiny_models, capsys):
     main(["evaluate", str(folder / "recipe.json")])
     assert f"running Python code from the plugin task file {folder / 'task.py'}" in capsys.readouterr().err
     assert (folder / "plugin-ran.txt").exists()
+
+
+def test_plugin_entries_of_an_evaluate_node_count_as_plugin_files(tmp_path):
+    from app.plugin_trust import plugin_files
+
+    (tmp_path / "mine.py").write_text("TASKS = []\n", encoding="utf-8")
+    recipe = {"nodes": [{"id": "ev", "type": "evaluate", "params": {
+        "task_entries": [{"name": "t", "kind": "plugin", "file": "mine.py"}, {"name": "u", "kind": "text-perplexity"}]}}]}
+    assert plugin_files(recipe, tmp_path) == [(tmp_path / "mine.py").resolve()]

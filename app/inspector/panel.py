@@ -21,11 +21,12 @@ from app import theme
 from app.commands import SetParamCommand, SetParamsCommand
 from app.document import Document
 from app.graph.palette import switch_method_params
+from app.inspector.evaluate_tasks import EvaluateTasksEditor
 from app.inspector.fields import Field, guard_wheel, make_field
 from app.inspector.weights import PerModelField
 from app.library.view import FILE_FILTER
 from engine.errors import EngineInputError
-from engine.graph.node_kinds import node_kind
+from engine.graph.node_kinds import EVALUATE, node_kind
 from engine.graph.recipe import Edge
 from engine.graph.validate import Problem, reference_checkpoint
 from engine.methods import MethodSpec, all_methods, get_method
@@ -97,6 +98,7 @@ class InspectorPanel(QWidget):
         self.node_id = ""
         self.fields: dict[str, Field] = {}
         self.method_combo: QComboBox | None = None
+        self.task_editor: EvaluateTasksEditor | None = None
         self.problems: list[Problem] = []
         self._models: list[str] = []
         self._method = ""
@@ -121,6 +123,7 @@ class InspectorPanel(QWidget):
         self.node_id = node_id if node_id in self.recipe.nodes else ""
         self.fields = {}
         self.method_combo = None
+        self.task_editor = None
         body = QWidget()
         layout = QVBoxLayout(body)
         layout.setContentsMargins(12, 10, 12, 12)
@@ -174,6 +177,8 @@ class InspectorPanel(QWidget):
                 card.setTextFormat(Qt.RichText)
                 layout.addWidget(card)
 
+        if ntype is EVALUATE:  # its own tasks have an editor of their own, not a field
+            params = [p for p in params if p.name != EVALUATE.entries_param]
         per_model = [p for p in params if p.per_model]
         others = [p for p in params if not p.per_model]
         # the global parameters (λ, density…) first: the slider people move most stays above the fold
@@ -205,6 +210,10 @@ class InspectorPanel(QWidget):
                 self._add_field(p, field)
                 self._offer_sweep(p, name, field)
                 layout.addWidget(field)
+        if ntype is EVALUATE:
+            layout.addWidget(section("Tasks of this node"))
+            self.task_editor = EvaluateTasksEditor(self.document, self.node_id)
+            layout.addWidget(self.task_editor)
         self._refresh_values()
 
     def _build_method(self, layout: QVBoxLayout) -> list[Param]:

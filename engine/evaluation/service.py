@@ -7,9 +7,12 @@ evaluate``, sweeps and the learners all score through it, and unchanged models â
 experts, a merge whose parameters did not move â€” are computed and scored once per cache. Models are
 keyed by their subgraph (checkpoint file identities + node kinds and parameters).
 
-An Evaluate node's parameters: ``suite`` (a suite manifest, relative to the recipe), ``tasks``
-(optional: a JSON list of task names or a comma-separated string; all when absent), ``split``
-(``test`` by default), ``batch_size``. A scored model's run is ``{"name", "recipe_node",
+An Evaluate node's parameters: ``suite`` (a suite manifest, relative to the recipe) and/or
+``task_entries`` (task entries declared on the node, as in a manifest, paths relative to the recipe;
+``node_tasks`` gives the node's tasks, the suite's then its own), ``tasks`` (optional: a JSON list of
+task names or a comma-separated string; all when absent), ``split`` (``test`` by default),
+``batch_size``. Importing this module installs the check validation runs on inline entries
+(``engine.evaluation.task_detection.entry_problems``). A scored model's run is ``{"name", "recipe_node",
 "evaluate_node", "type", ["method"], "split", "quick_batches", "tasks": {TASK: {...}}, "average": {...}}``.
 """
 
@@ -17,15 +20,21 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 from typing import Any, Sequence
 
 from engine.errors import EngineInputError
 from engine.evaluation.runner import EvalCache, Evaluator, checkpoint_key, result_table
-from engine.evaluation.suite import load_suite
+from engine.evaluation.suite import load_tasks
+from engine.evaluation.task_detection import entry_problems
+from engine.evaluation.tasks import Task
 from engine.graph import GraphRun, Recipe, RunOptions
 from engine.graph.node_kinds import EVALUATE, nodes_of
 from engine.runtime import CancelToken
 from engine.runtime.progress import ProgressCallback
+
+
+EVALUATE.use_entry_checker(entry_problems)
 
 
 def task_names(value: Any) -> list[str] | None:
@@ -60,6 +69,27 @@ def node_key(recipe: Recipe, node_id: str) -> str:
     return "recipe:" + hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
+def _task_sources(recipe: Recipe, node_id: str) -> tuple[Path | None, list[Any], Path]:
+    """An Evaluate node's suite file (or None), its inline task entries and the folder their paths are
+    relative to; an error when it has neither a suite nor entries."""
+    params = recipe.nodes[node_id].params
+    entries = params.get(EVALUATE.entries_param) or []
+    if not params.get("suite") and not entries:
+        raise EngineInputError(f"the Evaluate node '{node_id}' names no task suite ('suite' parameter) and has no "
+                               f"tasks of its own ('{EVALUATE.entries_param}')")
+    if not isinstance(entries, list):
+        raise EngineInputError(f"the Evaluate node '{node_id}': '{EVALUATE.entries_param}' must be a list of task "
+                               "entries")
+    suite = recipe.resolve_path(params["suite"]) if params.get("suite") else None
+    return suite, entries, recipe.resolve_path(".").resolve()
+
+
+def node_tasks(recipe: Recipe, node_id: str) -> list[Task]:
+    """The tasks an Evaluate node scores: its suite's, then its own entries' (filtered by its ``tasks``)."""
+    suite, entries, folder = _task_sources(recipe, node_id)
+    return load_tasks(suite, entries, folder, task_names(recipe.nodes[node_id].params.get("tasks")))
+
+
 class EvaluationService:
     """Scores the models feeding Evaluate nodes, keeping suites, data and scores between calls."""
 
@@ -71,14 +101,12 @@ class EvaluationService:
     def evaluator(self, recipe: Recipe, node_id: str) -> tuple[Evaluator, str]:
         """The evaluator and split of one Evaluate node."""
         params = recipe.nodes[node_id].params
-        if not params.get("suite"):
-            raise EngineInputError(f"the Evaluate node '{node_id}' names no task suite ('suite' parameter)")
-        suite = recipe.resolve_path(params["suite"])
-        names = task_names(params.get("tasks"))
+        suite, entries, folder = _task_sources(recipe, node_id)
         batch = int(params.get("batch_size", 1024))
-        key = (str(suite.resolve()), tuple(names or ()), batch)
+        key = (str(suite.resolve()) if suite else "", json.dumps(entries, sort_keys=True, default=str), str(folder),
+               tuple(task_names(params.get("tasks")) or ()), batch)
         if key not in self._evaluators:
-            self._evaluators[key] = Evaluator(load_suite(suite, names), device=self.device, batch_size=batch,
+            self._evaluators[key] = Evaluator(node_tasks(recipe, node_id), device=self.device, batch_size=batch,
                                               cache=self.cache)
         return self._evaluators[key], str(params.get("split", "test"))
 

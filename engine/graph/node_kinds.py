@@ -325,24 +325,63 @@ class SaveKind(NodeKind):
         run.save_all(node_ids, force=options.force)
 
 
+class TaskEntryChecker(Protocol):
+    """What validation asks about an Evaluate node's inline task entries (``engine.evaluation`` provides it)."""
+
+    def __call__(self, entries: list[Any], folder: Path) -> list[str]:
+        """The problems of ``entries`` (paths relative to ``folder``), read cheaply: no model is loaded."""
+
+
 class EvaluateKind(NodeKind):
+    """Scores models on tasks: a suite manifest (``suite``), tasks declared on the node itself
+    (``task_entries``: task entries as in a manifest, paths relative to the recipe), or both.
+    ``entries_param`` names the parameter holding the inline entries; their checks (kinds, fields, the
+    head of each data file) come from the checker the evaluation engine installs with
+    ``use_entry_checker`` (the graph knows no task kinds); without one only their shape is checked."""
+
     name, label = "evaluate", "Evaluate"
-    help = ("Score models on a task suite (docs/tasks.md): per-task metrics such as accuracy, perplexity or "
-            "exact match, and each against its task's expert.")
+    help = ("Score models on a task suite or on tasks added here (docs/tasks.md): per-task metrics such as "
+            "accuracy, perplexity or exact match, and each against its task's expert.")
     inputs = (Port("models", (MODEL,), multiple=True, label="models"),)
     output = RESULTS
     params = (
         Param("suite", "str", "", "task suite manifest (suite.json; the demo zoos' zoo.json) or a plugin .py"),
         Param("split", "choice", "test", "which split to score", choices=SPLIT_CHOICES),
         Param("batch_size", "int", 1024, "examples per forward pass", min=1, max=65536),
+        Param("task_entries", "list", [], "tasks declared on the node: task entries as in a suite manifest "
+                                          "(docs/tasks.md), paths relative to the recipe"),
     )
     sink = True
     file_param = "suite"
+    entries_param = "task_entries"
     icon, color = "evaluate", "#35b585"
+    _entry_checker: TaskEntryChecker | None = None
+
+    def use_entry_checker(self, checker: TaskEntryChecker) -> None:
+        """Check inline task entries with ``checker`` from now on."""
+        self._entry_checker = checker
+
+    def problems(self, check: NodeCheck) -> list[str]:
+        params = check.node.params
+        problems = [m for p in self.params if p.name in params and p.name != self.entries_param
+                    for m in check_param_value(p, params[p.name], [])]
+        entries = params.get(self.entries_param)
+        if entries is None or entries == []:
+            return problems
+        if not isinstance(entries, list) or not all(isinstance(e, Mapping) for e in entries):
+            return [*problems, f"'{self.entries_param}' must be a list of task entries (objects), got {shown(entries)}"]
+        if self._entry_checker is not None:
+            problems += self._entry_checker(entries, check.recipe.resolve_path(".").resolve())
+        return problems
 
     def subtitle(self, node: "Node") -> str:
         suite = str(node.params.get("suite") or "")
-        return Path(suite).name if suite else "no task suite set"
+        entries = node.params.get(self.entries_param)
+        count = len(entries) if isinstance(entries, list) else 0
+        added = f"{count} task{'s' if count != 1 else ''}" if count else ""
+        if suite:
+            return f"{Path(suite).name} + {added}" if added else Path(suite).name
+        return added or "no task suite set"
 
     def run_sinks(self, run: "GraphRun", node_ids: list[str], options: "RunOptions") -> None:
         if run.scorer is None:

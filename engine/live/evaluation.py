@@ -21,8 +21,8 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from engine.errors import EngineInputError
-from engine.evaluation import Evaluator, Scores, checkpoint_key, load_suite
-from engine.evaluation.service import task_names
+from engine.evaluation import Evaluator, Scores, checkpoint_key
+from engine.evaluation.service import node_tasks
 from engine.evaluation.runner import Quick, result_table
 from engine.evaluation.tasks import Task
 from engine.graph import Recipe
@@ -43,10 +43,7 @@ def tasks_for(recipe: Recipe, node_id: str) -> list[Task]:
     ev = evaluate_node(recipe, node_id)
     if ev is None:
         raise EngineInputError(f"connect '{node_id}' to an Evaluate node to see its scores live")
-    params = recipe.nodes[ev].params
-    if not params.get("suite"):
-        raise EngineInputError(f"the Evaluate node '{ev}' names no task suite")
-    return load_suite(recipe.resolve_path(params["suite"]), task_names(params.get("tasks")))
+    return node_tasks(recipe, ev)
 
 
 def split_for(recipe: Recipe, node_id: str, default: str = "test") -> str:
