@@ -1,5 +1,6 @@
-"""The results views driven like a user: a slider drag updates the plots and the history; every plot
-and analysis view draws the demo zoo's data (checked through the artists' data, not pixels)."""
+"""The results views driven like a user: a slider drag updates the plots and the live trail (not the
+history); every plot and analysis view draws the demo zoo's data (checked through the artists' data, not
+pixels)."""
 
 from __future__ import annotations
 
@@ -74,7 +75,7 @@ def window(qtbot, tmp_path: Path, monkeypatch, demo_path):
     controller.stop()
 
 
-def test_a_slider_drag_updates_the_plot_and_the_history(window, qtbot):
+def test_a_slider_drag_updates_the_plot_and_the_live_trail(window, qtbot):
     win = window
     panel, controller = win.results_panel, win.document.live
     win.scene.select_node("merge")
@@ -82,6 +83,7 @@ def test_a_slider_drag_updates_the_plot_and_the_history(window, qtbot):
     loop = controller.loop
     qtbot.waitUntil(lambda: loop.idle(0.01), timeout=20_000)
     applied, submitted = loop.applied, loop.submitted
+    history = list(win.document.results)
     frames = []
     controller.resultReady.connect(lambda e: frames.append(e))
     slider.sliderPressed.emit()
@@ -94,11 +96,12 @@ def test_a_slider_drag_updates_the_plot_and_the_history(window, qtbot):
     assert win.undo_stack.count() == 1  # the drag is one undo step
 
     def settled() -> bool:
-        runs = rec.runs(win.document.results)
-        return bool(runs) and runs[-1]["params"]["lambda"] == final and runs[-1]["full"]
+        trail = panel.trail.records()
+        return bool(trail) and trail[-1]["params"]["lambda"] == final and trail[-1]["full"]
 
     qtbot.waitUntil(settled, timeout=30_000)
-    run = rec.runs(win.document.results)[-1]
+    run = panel.trail.records()[-1]
+    assert win.document.results == history  # the settled value joins the live trail, not the history
     quick = [e for e in frames if e.kind == "quick" and e.seq > submitted]  # not a frame from before the drag
     drag_values = loop.submitted - submitted
     assert len(quick) == loop.applied - applied < drag_values  # coalesced: stale values dropped, not queued
@@ -152,22 +155,22 @@ def test_every_results_plot_draws_the_demo_data(qtbot, tmp_path, demo_records):
     label = "#1 Task Arithmetic"
     assert panel.bars.tasks == tasks
     assert panel.bars.heights(label) == pytest.approx([ta["tasks"][t]["accuracy"] for t in tasks])
-    experts = [seg[0][1] for seg in panel.bars.reference_lines["experts"].get_segments()]
-    assert experts == pytest.approx([ta["references"]["experts"][t] for t in tasks])
+    experts = panel.bars.reference_values("experts")
+    assert [experts[t] for t in tasks] == pytest.approx([ta["references"]["experts"][t] for t in tasks])
 
     panel.tabs.setCurrentIndex(1)
-    line = panel.radar.lines["#2 TIES-Merging"]
+    line = panel.radar.lines["#2 TIES-Merging"]  # classifiers: the normalized score is the normalized accuracy
     assert line.get_ydata()[:-1] == pytest.approx([ties["tasks"][t]["normalized_accuracy"] for t in tasks])
 
     panel.tabs.setCurrentIndex(2)
     panel.sweep_box.setCurrentIndex(0)
-    one = rec.sweeps(demo_records)[0]["sweep"]
-    assert list(panel.sweep_plot.lines["average"].get_ydata()) == pytest.approx(one["average"]["accuracy"])
+    one = rec.sweeps(demo_records)[0]["sweep"]  # the average is the mean normalized score
+    assert list(panel.sweep_plot.lines["average"].get_ydata()) == pytest.approx(one["average"]["normalized_accuracy"])
     assert list(panel.sweep_plot.lines[tasks[0]].get_xdata()) == [0.0, 0.5, 1.0]
     panel.sweep_box.setCurrentIndex(1)
     two = rec.sweeps(demo_records)[1]["sweep"]
     assert np.allclose(panel.sweep_plot.image.get_array(), two["average"]["normalized_accuracy"])
-    panel.sweep_task_box.setCurrentIndex(panel.sweep_task_box.findText(tasks[0]))
+    panel.sweep_task_box.setCurrentIndex(panel.sweep_task_box.findData(tasks[0]))
     assert np.allclose(panel.sweep_plot.image.get_array(), two["grids"]["accuracy"][tasks[0]])
 
     panel.tabs.setCurrentIndex(3)

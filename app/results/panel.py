@@ -1,14 +1,22 @@
-"""The Results panel: live status, the run history, and the comparison plots side by side.
+"""The Results panel: live status, the run history, the live trail, and the comparison plots side by side.
 
 The panel takes the ``app.document.Document``. Live results arrive from its ``LiveController``: every
-quick frame updates the pinned *live* row and moves the live bars/radar in place; once a value settles
-and the full split is scored, the run joins the history (unless the same run is already there). The
-history is the document's ``results`` (saved with the project); a filed run keeps the recipe it was
-scored with, taken when it is filed (never on every frame). The plots show the selected runs (or, with
-nothing selected, the live result and the latest run) against the experts and the base. Sweeps show
-as curves (one parameter) or heatmaps (two) and feed the Pareto view. Restoring a run is an undoable
-edit of the document. The panel measures the time from a slider value to the redrawn plot and reports
-it through ``latencyChanged``; short notes for the status bar go out through ``statusMessage``.
+quick frame updates the *live* row on top of the history and moves the live bars/radar in place; once
+a value settles and the full split is scored, the point joins the *live trail* (``LiveTrail``), not
+the history. The history (the document's ``results``, saved with the project) grows only by decision:
+Keep (the live result or trail points), Run, and sweeps. A filed run keeps the recipe it was scored
+with, taken when it is filed (never on every frame).
+
+Every task is shown in its primary metric (accuracy, perplexity…) with that metric's direction: the
+bars put each metric on its own axes and star the best run per task, the history sorts best first,
+averages across tasks of different metrics are mean normalized scores. The bars compare the live
+result (and any selected runs or trail points) against the experts, the base and the *pinned* run
+(one history run the user pins as the reference; drawn as marks). Sweeps show as curves (one
+parameter) or heatmaps (two) of the average normalized score or one task's metric; "Apply best" sets
+the merge node to the best point by that metric's direction, as one undoable edit. Restoring a run is
+an undoable edit of the document too. The panel measures the time from a slider value to the redrawn
+plot and reports it through ``latencyChanged``; short notes for the status bar go out through
+``statusMessage``.
 """
 
 from __future__ import annotations
@@ -18,6 +26,8 @@ import json
 import time
 from pathlib import Path
 from typing import Any, Mapping
+
+import numpy as np
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (QComboBox, QFileDialog, QHBoxLayout, QLabel, QMenu, QSplitter, QTabWidget, QToolButton,
@@ -30,8 +40,10 @@ from app.live import FAILED, LIVE, OFF, OPENING, STREAMING
 from app.plotting import series_color
 from app.results import records as rec
 from app.results.history import HistoryModel, HistoryView
-from app.results.plots import ParetoPlot, RadarPlot, Series, SweepPlot, TaskBarsPlot
+from app.results.plots import Metric, ParetoPlot, RadarPlot, Series, SweepPlot, TaskBarsPlot
 from app.results.sweep_dialog import SweepDialog
+from app.results.trail import LiveTrail
+from engine.errors import EngineInputError
 from engine.live import FULL, QUICK, LiveEvent, SweepResult
 from engine.methods import get_method
 from engine.runtime import Progress
@@ -66,14 +78,19 @@ class ResultsPanel(QWidget):
         self._pending_sweep: str | None = None
         self.model = HistoryModel(self)
         self.table = HistoryView(self.model)
+        self.trail = LiveTrail()
         self.bars = TaskBarsPlot()
         self.radar = RadarPlot()
         self.sweep_plot = SweepPlot()
         self.pareto = ParetoPlot()
         self._build()
-        self.table.selectionModel().selectionChanged.connect(lambda *_: self.refresh_plots())
+        self.table.selectionModel().selectionChanged.connect(lambda *_: self._on_selection())
         self.table.doubleClicked.connect(self._restore_row)
+        self.trail.selectionChanged.connect(self.refresh_plots)
+        self.trail.keepRequested.connect(self.keep)
+        self.trail.restoreRequested.connect(self.restore)
         self.model.modelReset.connect(self._refill_choices)
+        self.model.modelReset.connect(self._update_pin_button)
         controller = self.controller
         controller.stateChanged.connect(self.set_live_state)
         controller.progressed.connect(self.show_progress)
@@ -98,6 +115,8 @@ class ResultsPanel(QWidget):
         self.restore_button = _tool("reset", "Restore the selected run's parameters into the graph (or double-click "
                                     "the run)", "Restore")
         self.restore_button.clicked.connect(self._restore_selected)
+        self.pin_button = _tool("link", "Pin the selected run: the bars compare against it", "Pin")
+        self.pin_button.clicked.connect(self._on_pin_button)
         self.delete_button = _tool("delete", "Remove the selected runs from the history")
         self.delete_button.clicked.connect(self.delete_selected)
         self.export_button = _tool("save", "Export the history or the current plot", "Export")
@@ -116,31 +135,45 @@ class ResultsPanel(QWidget):
         head.addWidget(self.status_text)
         head.addWidget(self.status_detail, 1)
         head.addWidget(self.latency_label)
-        for b in (self.keep_button, self.sweep_button, self.restore_button, self.delete_button, self.export_button):
+        for b in (self.keep_button, self.sweep_button, self.restore_button, self.pin_button, self.delete_button,
+                  self.export_button):
             head.addWidget(b)
 
-        self.metric_box = QComboBox()
+        self.metric_box = QComboBox(toolTip="What the bars show per task")
+        self.metric_box.addItem("Each task's metric", rec.PRIMARY)
+        self.metric_box.addItem("Normalized score (vs expert)", rec.NORMALIZED)
         self.metric_box.addItem("Accuracy", "accuracy")
-        self.metric_box.addItem("Normalized accuracy", "normalized_accuracy")
         self.metric_box.currentIndexChanged.connect(lambda _i: self.refresh_plots())
         self.sweep_box = QComboBox(minimumContentsLength=30, sizeAdjustPolicy=QComboBox.AdjustToContents)
         self.sweep_box.currentIndexChanged.connect(lambda _i: self._on_sweep_chosen())
-        self.sweep_task_box = QComboBox()
+        self.sweep_task_box = QComboBox(toolTip="The series the sweep shows and “Apply best” goes by")
         self.sweep_task_box.currentIndexChanged.connect(lambda _i: self._show_sweep())
+        self.apply_best_button = _tool("check", "Set the merge node's parameters to this sweep's best point by the "
+                                       "metric shown and its direction (one undoable edit)", "Apply best")
+        self.apply_best_button.clicked.connect(self.apply_best)
         self.pareto_x, self.pareto_y = QComboBox(), QComboBox()
         for box in (self.pareto_x, self.pareto_y):
             box.currentIndexChanged.connect(lambda _i: self._show_pareto())
 
         self.tabs = QTabWidget(documentMode=True)
         self.tabs.addTab(self._page(self.bars, QLabel("Metric"), self.metric_box), "Per task")
-        self.tabs.addTab(self._page(self.radar, QLabel("Normalized accuracy: merged ÷ expert", objectName="Muted")),
+        self.tabs.addTab(self._page(self.radar, QLabel("Normalized score: each task's metric against its expert's "
+                                                       "(100% = as good as the expert)", objectName="Muted")),
                          "Radar")
-        self.tabs.addTab(self._page(self.sweep_plot, QLabel("Sweep"), self.sweep_box, QLabel("Heatmap of"),
-                                    self.sweep_task_box), "Sweep")
+        self.tabs.addTab(self._page(self.sweep_plot, QLabel("Sweep"), self.sweep_box, QLabel("Show"),
+                                    self.sweep_task_box, self.apply_best_button), "Sweep")
         self.tabs.addTab(self._page(self.pareto, QLabel("x"), self.pareto_x, QLabel("y"), self.pareto_y), "Pareto")
 
+        left = QWidget()
+        column = QVBoxLayout(left)
+        column.setContentsMargins(0, 0, 0, 0)
+        column.setSpacing(0)
+        column.addWidget(self.table, 3)
+        column.addWidget(self.trail, 2)
+        self.trail.toggle.toggled.connect(lambda on: column.setStretchFactor(self.trail, 2 if on else 0))
+        column.setStretchFactor(self.trail, 0)
         split = QSplitter(Qt.Horizontal, childrenCollapsible=False)
-        split.addWidget(self.table)
+        split.addWidget(left)
         split.addWidget(self.tabs)
         split.setStretchFactor(0, 5)
         split.setStretchFactor(1, 6)
@@ -178,6 +211,7 @@ class ResultsPanel(QWidget):
         return list(self.model.records)
 
     def _on_opened(self) -> None:
+        self.trail.clear()
         self.set_records(self.document.results)
 
     def _recipe_with(self, node_id: str, params: Mapping[str, Any]) -> dict[str, Any]:
@@ -215,15 +249,66 @@ class ResultsPanel(QWidget):
         self.tabs.setCurrentIndex(2)
 
     def delete_selected(self) -> None:
+        """Remove the selected runs from the history."""
         ids = {r["id"] for r in self.table.selected_records() if r is not self.model.live and "id" in r}
         if ids:
             self.model.remove(ids)
             self.document.results = self.records()
             self.refresh_plots()
 
-    def keep_live(self) -> None:
-        if self.model.live is not None:
-            self.add_run({**self.model.live, "source": "live"})
+    def keep_live(self) -> bool:
+        """File the live result in the history (Keep); True when it was added."""
+        return self.model.live is not None and self.keep([self.model.live]) > 0
+
+    def keep(self, records: list[dict[str, Any]]) -> int:
+        """File live results (the live row, trail points) in the history; returns how many were added."""
+        added = sum(self.add_run({**r, "source": "live"}) for r in records)
+        if added:
+            self.statusMessage.emit(f"Kept {added} live result(s) in the history")
+        return added
+
+    # ---- the pinned reference ----------------------------------------------------------------------
+    def pinned(self) -> Mapping[str, Any] | None:
+        """The run the bars compare against (None when none is pinned)."""
+        return rec.pinned(self.model.records)
+
+    def pin(self, record: Mapping[str, Any] | None) -> None:
+        """Pin a history run as the reference (None: unpin); saved with the project."""
+        wanted = record.get("id") if record is not None else None
+        for r in rec.runs(self.model.records):
+            if r.get("id") == wanted:
+                r["pinned"] = True
+            else:
+                r.pop("pinned", None)
+        self.model.repaint()
+        self.document.results = self.records()
+        self._on_selection()
+        if record is not None:
+            self.statusMessage.emit(f"Pinned run #{wanted}: the bars compare against it")
+
+    def _pin_target(self) -> tuple[str, Mapping[str, Any] | None] | None:
+        """What the Pin button does now: ("pin", run) for one selected unpinned run, ("unpin", None) when
+        the selected run is the pinned one or nothing is selected while a run is pinned, else None."""
+        chosen = [r for r in self.table.selected_records() if r is not self.model.live]
+        if len(chosen) == 1 and not chosen[0].get("pinned"):
+            return "pin", chosen[0]
+        if self.pinned() is not None and (not chosen or any(r.get("pinned") for r in chosen)):
+            return "unpin", None
+        return None
+
+    def _on_pin_button(self) -> None:
+        target = self._pin_target()
+        if target is not None:
+            self.pin(target[1])
+
+    def _update_pin_button(self) -> None:
+        target = self._pin_target()
+        self.pin_button.setEnabled(target is not None)
+        self.pin_button.setText("Unpin" if target and target[0] == "unpin" else "Pin")
+
+    def _on_selection(self) -> None:
+        self._update_pin_button()
+        self.refresh_plots()
 
     def _restore_row(self, index) -> None:
         record = self.model.record_at(index.row())
@@ -237,13 +322,13 @@ class ResultsPanel(QWidget):
 
     def restore(self, record: Mapping[str, Any]) -> None:
         """Put a run's parameters back on its node (or its whole recipe, if the graph changed since), as
-        one undoable edit."""
+        one undoable edit. A trail point (no recipe kept) restores its parameters on its node."""
         recipe, node_id = self.document.recipe, record.get("node", "")
         saved = record.get("recipe") or {}
         now = sorted(json.dumps(e.to_json()) for e in recipe.input_edges(node_id)) if node_id in recipe.nodes else None
         same_inputs = now == sorted(json.dumps(e) for e in saved.get("edges", []) if e.get("to") == node_id)
-        label = f"Restore run #{record.get('id', '?')}"
-        if same_inputs:
+        label = f"Restore run #{record.get('id', '?')}" if record.get("id") else "Restore a live trail point"
+        if (same_inputs or not saved) and node_id in recipe.nodes and record.get("params"):
             self.document.push(SetParamsCommand(self.document, node_id, record["params"]))
         elif saved:
             self.document.push(ReplaceRecipeCommand(self.document, saved, text=label))
@@ -329,7 +414,7 @@ class ResultsPanel(QWidget):
                                 source="live", record_id=0)
         self.model.set_live(record)
         if event.kind == FULL:
-            self.add_run(record)
+            self.trail.add(record)
         if not self._update_live_plots(record):
             self.refresh_plots()
         if event.kind == QUICK:
@@ -353,41 +438,72 @@ class ResultsPanel(QWidget):
 
     # ---- plots -----------------------------------------------------------------------------------
     def compared(self) -> list[dict[str, Any]]:
-        """The runs the plots compare: the live result (while tuning) and the selected runs — or, with
-        nothing selected, the newest run."""
+        """The runs the bars compare: the live result (while tuning) and the selected runs and trail
+        points — or, with nothing selected, the newest run unless a run is pinned (the pinned run is a
+        reference mark, not a bar, unless nothing else is there to show)."""
         live = [self.model.live] if self.model.live is not None else []
-        chosen = [r for r in self.table.selected_records() if r.get("tasks") and r is not self.model.live]
+        chosen = [r for r in self.table.selected_records() + self.trail.selected()
+                  if r.get("tasks") and r is not self.model.live and not r.get("pinned")]
         if chosen:
             return live + chosen
-        return live + rec.runs(self.model.records)[-(2 if not live else 1):]
+        others = [r for r in rec.runs(self.model.records) if not r.get("pinned")]
+        if live:
+            return live + ([] if self.pinned() is not None else others[-1:])
+        pinned = self.pinned()
+        return others[-2:] or ([pinned] if pinned is not None else [])
 
-    def _label(self, r: dict[str, Any]) -> str:
-        return LIVE_LABEL if r is self.model.live else f"#{r.get('id')} {rec.method_label(r.get('method', ''))}"
+    def _label(self, r: Mapping[str, Any]) -> str:
+        if r is self.model.live:
+            return LIVE_LABEL
+        if not r.get("id"):
+            return f"trail {r.get('time', '')[-8:]}"
+        return f"#{r.get('id')} {rec.method_label(r.get('method', ''))}"
 
-    def _series(self, metric: str) -> list[Series]:
-        out = []
-        for i, r in enumerate(self.compared()):
-            values = {t: rec.metric(r, t, metric) for t in r.get("tasks", {})}
-            errors = {t: rec.metric(r, t, "accuracy_stderr") for t in r.get("tasks", {})} \
-                if metric == "accuracy" and not r.get("full") else {}
-            out.append(Series(self._label(r), values, series_color(i), errors, live=r is self.model.live))
-        return out
+    def _series(self, metric: str, runs: list[Mapping[str, Any]]) -> list[Series]:
+        return [Series(self._label(r), {t: rec.metric(r, t, metric) for t in r.get("tasks", {})}, series_color(i),
+                       {t: rec.stderr(r, t, metric) for t in r.get("tasks", {})}, live=r is self.model.live)
+                for i, r in enumerate(runs)]
 
     def references(self) -> dict[str, dict[str, float]]:
-        return rec.references(rec.runs(self.model.records) + ([self.model.live] if self.model.live else []))
+        """Each task's primary metric for the base and the experts (the newest full-split ones known)."""
+        return rec.references(rec.runs(self.model.records) + self.trail.records()
+                              + ([self.model.live] if self.model.live else []))
+
+    def _bar_references(self, metric: str, runs: list[Mapping[str, Any]]) -> dict[str, dict[str, float]]:
+        """The experts, the base and the pinned run in the metric the bars show."""
+        refs = self.references()
+        primaries = rec.task_metrics(runs)
+        if metric == rec.NORMALIZED:
+            out = rec.normalized_references(refs, primaries)
+        else:  # the references are primary metrics: shown for the tasks whose metric the bars show
+            out = {role: {t: v for t, v in per.items() if t in primaries and metric in (rec.PRIMARY, primaries[t][0])}
+                   for role, per in refs.items()}
+        pinned = self.pinned()
+        if pinned is not None:
+            out["pinned"] = {t: v for t in pinned.get("tasks", {}) if (v := rec.metric(pinned, t, metric)) is not None}
+        return out
 
     def refresh_plots(self) -> None:
+        """Redraw the bars, the radar and the Pareto view from the history, the live result and the
+        selection."""
         metric = self.metric_box.currentData()
         tasks = self.model.tasks
-        refs = self.references()
-        bar_refs = refs if metric == "accuracy" else {"experts": {t: 1.0 for t in tasks},
-                                                       "base": _normalized(refs.get("base", {}), refs)}
-        self.bars.set_data(tasks, self._series(metric), bar_refs, metric.replace("_", " "))
-        radar = self._series("normalized_accuracy")
-        base = _normalized(refs.get("base", {}), refs)
-        if base:
-            radar.append(Series("base", base, theme.color("muted").name()))
-        self.radar.set_data(tasks, radar)
+        runs = self.compared()
+        pinned = self.pinned()
+        everything = runs + ([pinned] if pinned is not None else [])
+        metrics = {t: Metric(*m) for t, m in rec.task_metrics(everything, metric).items()}
+        label = self._label(pinned) + " (pinned)" if pinned is not None else "pinned"
+        self.bars.set_data(tasks, self._series(metric, runs), self._bar_references(metric, everything), metrics,
+                           pinned_label=label)
+        radar = self._series(rec.NORMALIZED, runs)
+        refs = rec.normalized_references(self.references(), rec.task_metrics(everything))
+        if pinned is not None:
+            radar.append(Series(label, {t: rec.metric(pinned, t, rec.NORMALIZED) for t in pinned.get("tasks", {})},
+                                theme.color("warn").name(), reference=True))
+        if refs.get("base"):
+            radar.append(Series("base", refs["base"], theme.color("muted").name(), reference=True))
+        scored = [t for t in tasks if any(s.values.get(t) is not None for s in radar)]  # tasks with an expert score
+        self.radar.set_data(scored, radar)
         self._show_pareto()
 
     def _update_live_plots(self, record: dict[str, Any]) -> bool:
@@ -396,11 +512,13 @@ class ResultsPanel(QWidget):
             return False
         metric = self.metric_box.currentData()
         values = {t: rec.metric(record, t, metric) for t in record["tasks"]}
-        errors = {t: rec.metric(record, t, "accuracy_stderr") for t in record["tasks"]} \
-            if metric == "accuracy" and not record.get("full") else {}
-        if set(values) != set(self.bars.tasks) or not self.bars.update_live(LIVE_LABEL, values, errors):
+        errors = {t: rec.stderr(record, t, metric) for t in record["tasks"]}
+        metrics = {t: Metric(*m) for t, m in rec.task_metrics([record], metric).items()}
+        if set(values) != set(self.bars.tasks) or any(self.bars.metrics.get(t) != m for t, m in metrics.items()):
             return False
-        self.radar.update_live(LIVE_LABEL, {t: rec.metric(record, t, "normalized_accuracy") for t in record["tasks"]})
+        if not self.bars.update_live(LIVE_LABEL, values, errors):
+            return False
+        self.radar.update_live(LIVE_LABEL, {t: rec.metric(record, t, rec.NORMALIZED) for t in record["tasks"]})
         if record.get("full"):
             self._show_pareto()
         return True
@@ -426,48 +544,78 @@ class ResultsPanel(QWidget):
         self.sweep_box.blockSignals(False)
         self._on_sweep_chosen()
 
-    def current_sweep(self) -> SweepResult | None:
+    def current_sweep_record(self) -> Mapping[str, Any] | None:
+        """The sweep record chosen in the Sweep tab."""
         sid = self.sweep_box.currentData()
-        for s in rec.sweeps(self.model.records):
-            if s["id"] == sid:
-                return SweepResult.from_json(s["sweep"])
-        return None
+        return next((s for s in rec.sweeps(self.model.records) if s["id"] == sid), None)
+
+    def current_sweep(self) -> SweepResult | None:
+        """The sweep chosen in the Sweep tab."""
+        record = self.current_sweep_record()
+        return SweepResult.from_json(record["sweep"]) if record is not None else None
 
     def _on_sweep_chosen(self) -> None:
-        """A different sweep: list what its heatmap can show, then draw it."""
+        """A different sweep: list the series it can show (the average normalized score, each task's
+        metric), then draw it."""
         result = self.current_sweep()
         current = self.sweep_task_box.currentData()
         self.sweep_task_box.blockSignals(True)
         self.sweep_task_box.clear()
-        self.sweep_task_box.addItem("average normalized", "average|normalized_accuracy")
-        self.sweep_task_box.addItem("average accuracy", "average|accuracy")
+        self.sweep_task_box.addItem(f"average {rec.metric_label(rec.NORMALIZED, True)}", rec.AVERAGE)
         for t in result.tasks if result is not None else []:
-            self.sweep_task_box.addItem(t, f"{t}|accuracy")
+            self.sweep_task_box.addItem(f"{t} · {rec.metric_label(*rec.sweep_metric(result, t))}", t)
         self.sweep_task_box.setCurrentIndex(max(0, self.sweep_task_box.findData(current)))
-        self.sweep_task_box.setEnabled(result is not None and len(result.axes) == 2)
+        self.sweep_task_box.setEnabled(result is not None)
         self.sweep_task_box.blockSignals(False)
         self._show_sweep()
 
     def _show_sweep(self) -> None:
         result = self.current_sweep()
-        task, metric = (self.sweep_task_box.currentData() or "average|accuracy").split("|")
-        if result is not None and len(result.axes) == 1:
-            task, metric = "average", "accuracy"
-        self.sweep_plot.set_data(result, metric=metric, task=task)
+        self.sweep_plot.set_data(result, self.sweep_task_box.currentData() or rec.AVERAGE)
+        self.apply_best_button.setEnabled(self.sweep_plot.best_point is not None)
         self._show_pareto()
+
+    def apply_best(self) -> bool:
+        """Set the swept node's parameters to the sweep's best point by the series shown and its
+        direction (the parameters the sweep ran with, the swept ones at that point), as one undoable
+        edit; False when there is nothing to apply."""
+        record, result = self.current_sweep_record(), self.current_sweep()
+        series = self.sweep_task_box.currentData() or rec.AVERAGE
+        point = rec.best_point(result, series) if result is not None else None
+        node_id = record.get("node", "") if record is not None else ""
+        if point is None or node_id not in self.document.recipe.nodes:
+            self.statusMessage.emit("No best point to apply: the sweep's node is gone or it has no scores")
+            return False
+        index, value = point
+        try:
+            params = rec.params_at(result, index, self.document.recipe.inputs(node_id, "models"))
+        except EngineInputError as exc:
+            self.statusMessage.emit(f"Cannot apply the best point: {exc}")
+            return False
+        where = ", ".join(f"{a.path} = {a.values[i]:g}" for a, i in zip(result.axes, index))
+        name, _higher = rec.sweep_metric(result, series)
+        command = SetParamsCommand(self.document, node_id, params)
+        command.setText(f"Apply best {where}")
+        self.document.push(command)
+        self.statusMessage.emit(f"Applied the best point of sweep #{record['id']}: {where} "
+                                f"({series} {name.replace('_', ' ')} {rec.format_value(name, value)})")
+        return True
 
     def _show_pareto(self) -> None:
         x, y = self.pareto_x.currentText(), self.pareto_y.currentText()
         runs = [r for r in rec.runs(self.model.records) if r.get("full")]
         points = [Series(f"#{r['id']}", {t: rec.metric(r, t) for t in r.get("tasks", {})}, series_color(i))
                   for i, r in enumerate(runs)]
+        metrics = rec.task_metrics(runs)
         sweep = self.current_sweep()
         trail = []
         if sweep is not None and x in sweep.tasks and y in sweep.tasks:
-            gx, gy = sweep.grids["accuracy"][x].reshape(-1), sweep.grids["accuracy"][y].reshape(-1)
-            trail = [(float(a), float(b)) for a, b in zip(gx, gy)]
+            gx, gy = rec.sweep_grid(sweep, x).reshape(-1), rec.sweep_grid(sweep, y).reshape(-1)
+            trail = [(float(a), float(b)) for a, b in zip(gx, gy) if np.isfinite(a) and np.isfinite(b)]
+            metrics = {**{t: rec.sweep_metric(sweep, t) for t in (x, y)}, **metrics}
+        axes = (Metric(*metrics.get(x, ("accuracy", True))), Metric(*metrics.get(y, ("accuracy", True))))
         self.pareto.set_data(x, y, points, self.references(), trail,
-                             trail_is_path=sweep is None or len(sweep.axes) == 1)
+                             trail_is_path=sweep is None or len(sweep.axes) == 1, metrics=axes)
 
     # ---- export ----------------------------------------------------------------------------------
     def current_canvas(self):
@@ -501,7 +649,3 @@ class ResultsPanel(QWidget):
         for canvas in (self.bars, self.radar, self.sweep_plot, self.pareto):
             canvas.restyle()
 
-
-def _normalized(values: dict[str, float], refs: dict[str, dict[str, float]]) -> dict[str, float]:
-    experts = refs.get("experts", {})
-    return {t: v / experts[t] for t, v in values.items() if experts.get(t)}

@@ -1,130 +1,274 @@
-"""The results plots: per-task bars, a normalized-accuracy radar, sweep curves/heatmaps, a Pareto view.
+"""The results plots: per-task bars, a normalized-score radar, sweep curves/heatmaps, a Pareto view.
 
 Each plot takes plain data (``Series`` per compared run, a ``SweepResult``) and keeps its artists in
-public attributes (``bars``, ``lines``, ``image``, ``points``…) so tests can read what is drawn. The
-live series is updated in place (bar heights, line data) rather than rebuilt, which keeps a redraw
-during a slider drag to a few milliseconds.
+public attributes (``bars``, ``lines``, ``image``, ``points``…) so tests can read what is drawn. Every
+task is drawn in its own metric with that metric's direction (``Metric``: perplexity ↓, accuracy ↑):
+the bars put the tasks of each metric on their own axes (perplexity on a log axis), mark each task's
+best run by the metric's direction, and draw the experts, the base and a pinned run as reference
+marks. The live series is updated in place (bar heights, line data) rather than rebuilt, which keeps a
+redraw during a slider drag to a few milliseconds.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 import numpy as np
 from matplotlib.collections import LineCollection
 from matplotlib.ticker import FuncFormatter
 
 from app.plotting import PERCENT, PlotCanvas, palette, style_axes, style_legend, task_colors
+from app.results import records as rec
 from engine.live import SweepResult
+
+LOG_METRICS = {"perplexity"}  # drawn on a log axis: they grow exponentially with the loss
+
+
+class Metric(NamedTuple):
+    """A metric as a plot draws it: its name and whether higher is better."""
+
+    name: str
+    higher: bool = True
+
+    @property
+    def label(self) -> str:
+        return rec.metric_label(self.name, self.higher)
+
+    @property
+    def fraction(self) -> bool:
+        return self.name in rec.FRACTIONS
 
 
 @dataclass
 class Series:
-    """One run as a plot draws it: ``values[task]`` (0–1) and optional standard errors."""
+    """One run as a plot draws it: ``values[task]``, optional standard errors; ``reference`` series (the
+    base, a pinned run) are drawn as outlines, not filled."""
 
     label: str
     values: dict[str, float | None]
     color: str
     errors: dict[str, float | None] = field(default_factory=dict)
     live: bool = False
+    reference: bool = False
 
 
 def _nan(v: float | None) -> float:
     return float("nan") if v is None else float(v)
 
 
+PLAIN = FuncFormatter(lambda v, _p: f"{v:g}")  # 200 rather than 2×10² on a log axis
+SPARSE = FuncFormatter(lambda v, _p: f"{v:g}" if v > 0 and f"{v:e}"[0] in "235" else "")  # minor ticks: 2, 3, 5 only
+
+
+def _format_axis(axis, metric: Metric) -> None:
+    """Percents for a proportion; plain numbers (major and minor ticks, theme colours) on a log axis."""
+    if metric.fraction:
+        axis.set_major_formatter(PERCENT)
+    elif axis.get_scale() == "log":
+        axis.set_major_formatter(PLAIN)
+        axis.set_minor_formatter(SPARSE)
+        c = palette()
+        axis.set_tick_params(which="both", colors=c["muted"], labelcolor=c["muted"], labelsize=8.5)
+
+
+@dataclass
+class _Group:
+    """The tasks of one metric and the axes they are drawn on."""
+
+    metric: Metric
+    tasks: list[str]
+    ax: Any = None
+    best: Any = None  # the scatter of best markers
+
+
+REFERENCE_STYLES = {"experts": ("text", "-", 1.6), "base": ("muted", (0, (2, 2)), 1.6), "pinned": ("warn", "-", 2.6)}
+
+
 class TaskBarsPlot(PlotCanvas):
-    """Grouped bars: one group per task, one bar per run; the experts and the base as reference marks."""
+    """Grouped bars: one group per task, one bar per run, in each task's metric (one axes per metric);
+    the experts, the base and a pinned run as reference marks; a star over each task's best value."""
 
     def __init__(self, parent=None):
         self.tasks: list[str] = []
         self.series: list[Series] = []
         self.refs: dict[str, dict[str, float]] = {}
-        self.metric_label = "accuracy"
-        self.bars: dict[str, object] = {}
-        self.error_lines: dict[str, LineCollection] = {}
-        self.reference_lines: dict[str, LineCollection] = {}
+        self.metrics: dict[str, Metric] = {}
+        self.pinned_label = "pinned"
+        self.groups: list[_Group] = []
+        self.bars: dict[str, list] = {}
+        self.best: dict[str, str] = {}
+        self.error_lines: dict[str, list[LineCollection]] = {}
+        self.reference_lines: dict[str, list[tuple[LineCollection, list[str]]]] = {}
         super().__init__(parent)
 
     def set_data(self, tasks: list[str], series: list[Series], references: dict[str, dict[str, float]] | None = None,
-                 metric_label: str = "accuracy") -> None:
+                 metrics: dict[str, Metric] | None = None, pinned_label: str = "pinned") -> None:
+        """``metrics[task]``: the metric its values are in (accuracy ↑ when not given); ``references``:
+        per role (``experts``, ``base``, ``pinned``) a value per task, in the same metric."""
         self.tasks, self.series, self.refs = list(tasks), list(series), dict(references or {})
-        self.metric_label = metric_label
+        self.metrics = {t: (metrics or {}).get(t, Metric("accuracy")) for t in self.tasks}
+        self.pinned_label = pinned_label
         self.request_redraw()
 
-    def _geometry(self) -> tuple[np.ndarray, float]:
-        n = max(1, len(self.series))
-        width = min(0.8 / n, 0.28)
-        return np.arange(len(self.tasks)), width
+    def _width(self) -> float:
+        return min(0.8 / max(1, len(self.series)), 0.28)
+
+    def _offsets(self) -> np.ndarray:
+        return (np.arange(len(self.series)) - (len(self.series) - 1) / 2) * self._width()
+
+    def _candidates(self) -> list[tuple[str, dict[str, float | None]]]:
+        """What competes for each task's best mark: the bars and the pinned run."""
+        out = [(s.label, s.values) for s in self.series]
+        if self.refs.get("pinned"):
+            out.append((self.pinned_label, self.refs["pinned"]))
+        return out
 
     def redraw(self) -> None:
-        self.bars, self.error_lines, self.reference_lines = {}, {}, {}
+        self.bars, self.error_lines, self.reference_lines, self.best, self.groups = {}, {}, {}, {}, []
         if not self.tasks or not self.series:
             self.empty("No results yet — tune a merge node connected to an Evaluate node,\n"
                        "or run the graph.")
             return
         self.figure.clear()
         c = palette()
-        ax = self.figure.add_subplot()
-        style_axes(ax)
-        x, width = self._geometry()
-        offsets = (np.arange(len(self.series)) - (len(self.series) - 1) / 2) * width
-        for s, off in zip(self.series, offsets):
-            heights = [_nan(s.values.get(t)) for t in self.tasks]
-            self.bars[s.label] = ax.bar(x + off, heights, width * 0.92, color=s.color, label=s.label,
-                                        alpha=0.95 if not s.live else 1.0, edgecolor=c["text"] if s.live else "none",
-                                        linewidth=0.8 if s.live else 0, zorder=2)
-            errs = [_nan(s.errors.get(t)) for t in self.tasks]
-            if any(np.isfinite(errs)):
-                segs = [[(xi + off, h - e), (xi + off, h + e)] for xi, h, e in zip(x, heights, errs)]
-                self.error_lines[s.label] = ax.add_collection(LineCollection(segs, colors=c["text"], linewidths=1.0,
-                                                                             zorder=3))
-        half = width * len(self.series) / 2 + 0.04
-        styles = {"experts": (c["text"], "-", "expert"), "base": (c["muted"], (0, (2, 2)), "base")}
-        for role, (color, ls, label) in styles.items():
-            per = self.refs.get(role, {})
-            segs = [[(xi - half, per[t]), (xi + half, per[t])] for xi, t in zip(x, self.tasks)
-                    if per.get(t) is not None]
-            if segs:
-                self.reference_lines[role] = ax.add_collection(LineCollection(
-                    segs, colors=color, linestyles=ls, linewidths=1.6, zorder=4, label=label))
-        crowded = len(self.tasks) > 8
-        ax.set_xticks(x, self.tasks, rotation=30 if crowded else 0, ha="right" if crowded else "center")
-        ax.set_xlim(-0.6, len(self.tasks) - 0.4)
-        ax.set_ylim(0, 1.04)
-        ax.yaxis.set_major_formatter(PERCENT)
-        ax.set_ylabel(self.metric_label)
-        style_legend(ax.legend(loc="lower left", bbox_to_anchor=(0, 1.01), ncol=min(6, len(self.series) + 2),
-                               frameon=False, fontsize=8.5, handlelength=1.4, columnspacing=1.2, borderaxespad=0))
+        order: dict[Metric, list[str]] = {}
+        for t in self.tasks:
+            order.setdefault(self.metrics[t], []).append(t)
+        self.groups = [_Group(m, ts) for m, ts in order.items()]
+        axes = self.figure.subplots(1, len(self.groups), squeeze=False,
+                                    width_ratios=[len(g.tasks) + 0.6 for g in self.groups])[0]
+        width, offsets = self._width(), self._offsets()
+        rects: dict[str, dict[str, Any]] = {s.label: {} for s in self.series}
+        handles: dict[str, Any] = {}
+        for group, ax in zip(self.groups, axes):
+            group.ax = ax
+            style_axes(ax)
+            x = np.arange(len(group.tasks))
+            for s, off in zip(self.series, offsets):
+                heights = [_nan(s.values.get(t)) for t in group.tasks]
+                drawn = ax.bar(x + off, heights, width * 0.92, color=s.color, label=s.label,
+                               alpha=0.95 if not s.live else 1.0, edgecolor=c["text"] if s.live else "none",
+                               linewidth=0.8 if s.live else 0, zorder=2)
+                rects[s.label].update(zip(group.tasks, drawn))
+                handles.setdefault(s.label, drawn)
+                errs = [_nan(s.errors.get(t)) for t in group.tasks]
+                if any(np.isfinite(errs)):
+                    segs = [[(xi + off, h - e), (xi + off, h + e)] for xi, h, e in zip(x, heights, errs)]
+                    lines = ax.add_collection(LineCollection(segs, colors=c["text"], linewidths=1.0, zorder=3))
+                    self.error_lines.setdefault(s.label, []).append(lines)
+            half = width * len(self.series) / 2 + 0.04
+            for role, (color, ls, lw) in REFERENCE_STYLES.items():
+                per = self.refs.get(role, {})
+                marked = [t for t in group.tasks if per.get(t) is not None]
+                if not marked:
+                    continue
+                segs = [[(xi - half, per[t]), (xi + half, per[t])] for xi, t in zip(x, group.tasks) if t in marked]
+                label = {"experts": "expert", "base": "base"}.get(role, self.pinned_label)
+                lines = ax.add_collection(LineCollection(segs, colors=c[color], linestyles=ls, linewidths=lw,
+                                                         zorder=4, label=label))
+                self.reference_lines.setdefault(role, []).append((lines, marked))
+                handles.setdefault(label, lines)
+            group.best = ax.scatter([], [], marker="*", s=80, color=c["text"], edgecolors=c["base"],
+                                    linewidths=0.6, zorder=5)
+            crowded = len(group.tasks) > 6
+            ax.set_xticks(x, group.tasks, rotation=30 if crowded else 0, ha="right" if crowded else "center")
+            ax.set_xlim(-0.6, len(group.tasks) - 0.4)
+            if group.metric.name in LOG_METRICS:
+                ax.set_yscale("log")
+            _format_axis(ax.yaxis, group.metric)
+            ax.set_ylabel(group.metric.label)
+        self.bars = {label: [per[t] for t in self.tasks] for label, per in rects.items()}
+        self._place_best()
+        self._fit_limits()
+        if self.best:
+            handles["best"] = self.groups[0].best
+        legend = self.figure.legend(list(handles.values()), list(handles), loc="outside upper left",
+                                    ncol=min(7, len(handles)), frameon=False, fontsize=8.5, handlelength=1.4,
+                                    columnspacing=1.2)
+        style_legend(legend)
         self.draw_idle()
+
+    def _place_best(self) -> None:
+        """Star each task's best value among the bars and the pinned run (in its metric's direction); no
+        star where they all tie."""
+        self.best = {}
+        candidates = self._candidates()
+        if len(candidates) < 2:
+            for g in self.groups:
+                g.best.set_offsets(np.empty((0, 2)))
+            return
+        offsets = dict(zip([s.label for s in self.series], self._offsets()))
+        for g in self.groups:
+            points = []
+            for xi, t in enumerate(g.tasks):
+                values = [_nan(v.get(t)) for _label, v in candidates]
+                i = rec.best(values, g.metric.higher)
+                if i is None or len({v for v in values if np.isfinite(v)}) < 2:
+                    continue
+                label = candidates[i][0]
+                self.best[t] = label
+                points.append((xi + offsets.get(label, 0.0), values[i]))
+            g.best.set_offsets(np.array(points) if points else np.empty((0, 2)))
+
+    def _fit_limits(self) -> None:
+        """Each metric's axes spans its values, errors and reference marks."""
+        for g in self.groups:
+            values = [_nan(s.values.get(t)) + (s.errors.get(t) or 0.0) for s in self.series for t in g.tasks]
+            values += [v for per in self.refs.values() for t in g.tasks if (v := per.get(t)) is not None]
+            finite = [v for v in values if np.isfinite(v)]
+            top = max(finite, default=1.0)
+            if g.metric.name in LOG_METRICS:
+                low = min([v for v in finite if v > 0], default=1.0)
+                g.ax.set_ylim(low / 1.6, top * 1.6)
+            elif g.metric.fraction:
+                g.ax.set_ylim(0, max(1.04, top * 1.06))
+            else:
+                g.ax.set_ylim(min(0.0, min(finite, default=0.0) * 1.1), top * 1.1 if top > 0 else 1.0)
 
     def update_live(self, label: str, values: dict[str, float | None], errors: dict[str, float | None]) -> bool:
         """Move the bars of series ``label`` in place; False when a full ``set_data`` is needed instead."""
         bars = self.bars.get(label)
         if bars is None or self.stale_data:
             return False
-        x, width = self._geometry()
-        heights = [_nan(values.get(t)) for t in self.tasks]
-        for rect, h in zip(bars, heights):
-            rect.set_height(h)
+        for rect, t in zip(bars, self.tasks):
+            rect.set_height(_nan(values.get(t)))
         for s in self.series:
             if s.label == label:
                 s.values, s.errors = dict(values), dict(errors)
-        lines = self.error_lines.get(label)
-        if lines is not None:
-            xs = [rect.get_x() + rect.get_width() / 2 for rect in bars]
-            errs = [_nan(errors.get(t)) for t in self.tasks]
-            lines.set_segments([[(xi, h - e), (xi, h + e)] for xi, h, e in zip(xs, heights, errs)])
+        by_task = dict(zip(self.tasks, bars))
+        for lines, g in zip(self.error_lines.get(label, []), self._groups_with_errors(label)):
+            segs = []
+            for t in g.tasks:
+                rect, h, e = by_task[t], _nan(values.get(t)), _nan(errors.get(t))
+                xi = rect.get_x() + rect.get_width() / 2
+                segs.append([(xi, h - e), (xi, h + e)])
+            lines.set_segments(segs)
+        self._place_best()
+        self._fit_limits()
         self.draw_idle()
         return True
 
+    def _groups_with_errors(self, label: str) -> list[_Group]:
+        """The groups in which series ``label`` drew error bars (in drawing order)."""
+        drawn = {id(lines.axes) for lines in self.error_lines.get(label, [])}
+        return [g for g in self.groups if id(g.ax) in drawn]
+
     def heights(self, label: str) -> list[float]:
-        """The drawn bar heights of a series (for tests and exports)."""
+        """The drawn bar heights of a series, in task order (for tests and exports)."""
         return [rect.get_height() for rect in self.bars.get(label, [])]
+
+    def reference_values(self, role: str) -> dict[str, float]:
+        """The drawn reference marks of ``role`` (``experts``, ``base``, ``pinned``): task → height."""
+        out = {}
+        for lines, marked in self.reference_lines.get(role, []):
+            out.update({t: float(seg[0][1]) for t, seg in zip(marked, lines.get_segments())})
+        return out
 
 
 class RadarPlot(PlotCanvas):
-    """Normalized accuracy (merged / expert) per task on a radar; the experts are the unit circle."""
+    """Normalized score (against each task's expert, higher is better) per task on a radar; the experts
+    are the unit circle."""
 
     def __init__(self, parent=None):
         self.tasks: list[str] = []
@@ -168,14 +312,15 @@ class RadarPlot(PlotCanvas):
         for s in self.series:
             xs, ys = self._closed(s.values)
             (line,) = ax.plot(xs, ys, color=s.color, linewidth=2.0 if s.live else 1.5, label=s.label,
-                              linestyle="--" if s.label == "base" else "-")
-            if s.label != "base":
+                              linestyle="--" if s.reference else "-")
+            if not s.reference:
                 ax.fill(xs, ys, color=s.color, alpha=0.12)
             self.lines[s.label] = line
         style_legend(ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False, fontsize=8))
         self.draw_idle()
 
     def update_live(self, label: str, values: dict[str, float | None]) -> bool:
+        """Move the line of series ``label`` in place; False when a full ``set_data`` is needed instead."""
         line = self.lines.get(label)
         if line is None or self.stale_data:
             return False
@@ -185,24 +330,30 @@ class RadarPlot(PlotCanvas):
 
 
 class SweepPlot(PlotCanvas):
-    """A sweep: per-task curves over one parameter, or a heatmap over two (one task or the average)."""
+    """A sweep: curves over one parameter, or a heatmap over two, of one series — the average normalized
+    score or a task's primary metric — with its best point by the metric's direction."""
 
     def __init__(self, parent=None):
         self.result: SweepResult | None = None
-        self.metric_name = "accuracy"
-        self.task = "average"
+        self.series = rec.AVERAGE
         self.lines: dict[str, object] = {}
         self.image = None
+        self.best_point: tuple[tuple[int, ...], float] | None = None
         super().__init__(parent)
 
-    def set_data(self, result: SweepResult | None, metric: str = "accuracy", task: str = "average") -> None:
-        self.result, self.metric_name, self.task = result, metric, task
+    def set_data(self, result: SweepResult | None, series: str = rec.AVERAGE) -> None:
+        """Show ``result``'s ``series``: ``average`` (the mean normalized score) or a task's name."""
+        self.result, self.series = result, series
+        self.best_point = rec.best_point(result, series) if result is not None else None
         self.request_redraw()
 
+    def shown_metric(self) -> Metric:
+        """The metric of the series shown."""
+        return Metric(*rec.sweep_metric(self.result, self.series))
+
     def grid(self) -> np.ndarray:
-        """The values drawn as the heatmap (2-D) for the chosen task or the average."""
-        r = self.result
-        return r.average[self.metric_name] if self.task == "average" else r.grids[self.metric_name][self.task]
+        """The values of the series shown over the grid (the heatmap of a 2-D sweep)."""
+        return rec.sweep_grid(self.result, self.series)
 
     def redraw(self) -> None:
         self.lines, self.image = {}, None
@@ -219,36 +370,45 @@ class SweepPlot(PlotCanvas):
         self.draw_idle()
 
     def _curves(self, ax) -> None:
+        """The chosen series in bold over the tasks that share its metric (the normalized scores of every
+        task for the average), the best point marked."""
         c = palette()
         style_axes(ax, grid_axis="both")
-        r = self.result
+        r, metric = self.result, self.shown_metric()
         axis = r.axes[0]
         xs = np.array(axis.values)
         colors = task_colors(r.tasks)
-        for t in r.tasks:
-            (self.lines[t],) = ax.plot(xs, r.grids[self.metric_name][t], color=colors[t], linewidth=1.4, marker="o",
-                                       markersize=2.8, label=t)
-        if self.metric_name in r.average:
-            (self.lines["average"],) = ax.plot(xs, r.average[self.metric_name], color=c["text"], linewidth=2.6,
-                                               label="average")
-            average = r.average[self.metric_name]
-            if np.isfinite(average).any():
-                best = int(np.nanargmax(average))
-                ax.axvline(xs[best], color=c["accent"], linewidth=1.0, linestyle=(0, (3, 3)))
-                ax.annotate(f"best {axis.path} = {xs[best]:g}", (xs[best], 1.0), xycoords=("data", "axes fraction"),
-                            xytext=(4, -12), textcoords="offset points", color=c["accent"], fontsize=8)
+        same = [t for t in r.tasks if self.series == rec.AVERAGE or r.primary_of(t) == metric.name]
+        for t in same:
+            grid = rec.sweep_grid(r, t, metric.name)
+            if np.isfinite(grid).any():
+                (self.lines[t],) = ax.plot(xs, grid, color=colors[t], linewidth=2.6 if t == self.series else 1.3,
+                                           marker="o", markersize=2.8, label=t, alpha=1.0 if t == self.series else 0.8)
+        if self.series == rec.AVERAGE:
+            (self.lines[rec.AVERAGE],) = ax.plot(xs, self.grid(), color=c["text"], linewidth=2.6, label="average")
+        if self.best_point is not None:
+            (i,), value = self.best_point
+            ax.axvline(xs[i], color=c["accent"], linewidth=1.0, linestyle=(0, (3, 3)))
+            right = i > (len(xs) - 1) / 2  # the note on the side of the line with room for it
+            ax.annotate(f"best {axis.path} = {xs[i]:g} ({rec.format_value(metric.name, value)})", (xs[i], 1.0),
+                        xycoords=("data", "axes fraction"), xytext=(-4 if right else 4, -12),
+                        textcoords="offset points", ha="right" if right else "left", color=c["accent"], fontsize=8)
+        if metric.name in LOG_METRICS:
+            ax.set_yscale("log")
         ax.set_xlabel(axis.path)
-        ax.set_ylabel(self.metric_name.replace("_", " "))
-        ax.yaxis.set_major_formatter(PERCENT)
+        ax.set_ylabel(metric.label)
+        _format_axis(ax.yaxis, metric)
         style_legend(ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, fontsize=8))
 
     def _heatmap(self, ax) -> None:
+        """The series over the 2-D grid; the colour scale runs from worse to better (reversed for a
+        lower-is-better metric), a star on the best point."""
         c = palette()
         style_axes(ax, grid_axis=None)
-        r = self.result
+        r, metric = self.result, self.shown_metric()
         ya, xa = r.axes
         data = self.grid()
-        self.image = ax.imshow(data, origin="lower", aspect="auto", cmap="viridis",
+        self.image = ax.imshow(data, origin="lower", aspect="auto", cmap="viridis" if metric.higher else "viridis_r",
                                extent=(-0.5, len(xa.values) - 0.5, -0.5, len(ya.values) - 0.5))
         step = lambda n: max(1, n // 8)  # noqa: E731
         ax.set_xticks(range(0, len(xa.values), step(len(xa.values))),
@@ -257,22 +417,26 @@ class SweepPlot(PlotCanvas):
                       [f"{v:g}" for v in ya.values[::step(len(ya.values))]])
         ax.set_xlabel(xa.path)
         ax.set_ylabel(ya.path)
-        if np.isfinite(data).any():
-            i, j = np.unravel_index(int(np.nanargmax(data)), data.shape)
+        if self.best_point is not None:
+            (i, j), value = self.best_point
             ax.plot([j], [i], marker="*", markersize=13, color="white", markeredgecolor="black")
             scope = "" if r.full else " (quick subset)"
-            ax.set_title(f"{self.task} {self.metric_name.replace('_', ' ')}{scope} · best {data[i, j]:.1%} at "
+            ax.set_title(f"{self.series} {metric.label}{scope} · best {rec.format_value(metric.name, value)} at "
                          f"{ya.path}={ya.values[i]:g}, {xa.path}={xa.values[j]:g}", fontsize=9, color=c["text"])
-        bar = self.figure.colorbar(self.image, ax=ax, format=PERCENT, fraction=0.05, pad=0.02)
+        bar = self.figure.colorbar(self.image, ax=ax, format=PERCENT if metric.fraction else None, fraction=0.05,
+                                   pad=0.02)
+        bar.set_label(metric.label, color=c["muted"], fontsize=8)
         bar.ax.tick_params(colors=c["muted"], labelsize=8)
         bar.outline.set_edgecolor(c["border"])
 
 
 class ParetoPlot(PlotCanvas):
-    """Accuracy on task X against task Y for every run (and sweep point); the non-dominated front joined."""
+    """Task X's primary metric against task Y's for every run (and sweep point); the non-dominated front
+    (by each metric's direction) joined."""
 
     def __init__(self, parent=None):
         self.task_x = self.task_y = ""
+        self.metric_x = self.metric_y = Metric("accuracy")
         self.points: list[Series] = []
         self.trail: list[tuple[float, float]] = []
         self.refs: dict[str, dict[str, float]] = {}
@@ -283,11 +447,16 @@ class ParetoPlot(PlotCanvas):
 
     def set_data(self, task_x: str, task_y: str, points: list[Series],
                  references: dict[str, dict[str, float]] | None = None, trail: list[tuple[float, float]] | None = None,
-                 trail_is_path: bool = True) -> None:
-        """``trail``: sweep points, joined in order when ``trail_is_path`` (a 1-D sweep), else scattered."""
+                 trail_is_path: bool = True, metrics: tuple[Metric, Metric] | None = None) -> None:
+        """``trail``: sweep points, joined in order when ``trail_is_path`` (a 1-D sweep), else scattered;
+        ``metrics``: the metrics of the two tasks (accuracy ↑ when not given)."""
         self.task_x, self.task_y, self.points, self.trail_is_path = task_x, task_y, list(points), trail_is_path
         self.refs, self.trail = dict(references or {}), list(trail or [])
+        self.metric_x, self.metric_y = metrics or (Metric("accuracy"), Metric("accuracy"))
         self.request_redraw()
+
+    def _directions(self) -> tuple[bool, bool]:
+        return self.metric_x.higher, self.metric_y.higher
 
     def _run_points(self) -> list[tuple[float, float]]:
         xy = [(s.values.get(self.task_x), s.values.get(self.task_y)) for s in self.points]
@@ -295,7 +464,7 @@ class ParetoPlot(PlotCanvas):
 
     def front(self) -> list[tuple[float, float]]:
         """The non-dominated (x, y) points among runs and sweep points, by increasing x."""
-        return pareto_front(self._run_points() + list(self.trail))
+        return pareto_front(self._run_points() + list(self.trail), self._directions())
 
     def redraw(self) -> None:
         self.scatter = self.front_line = None
@@ -313,14 +482,13 @@ class ParetoPlot(PlotCanvas):
         front = self.front()
         if len(front) > 1:
             fx, fy = zip(*front)
-            (self.front_line,) = ax.plot(fx, fy, color=c["accent"], linewidth=1.6, drawstyle="steps-post",
-                                         label="Pareto front", zorder=3)
+            (self.front_line,) = ax.plot(fx, fy, color=c["accent"], linewidth=1.6, label="Pareto front", zorder=3)
         xy = [(s.values.get(self.task_x), s.values.get(self.task_y)) for s in self.points]
         keep = [(s, p) for s, p in zip(self.points, xy) if None not in p]
         if keep:
             self.scatter = ax.scatter([p[0] for _, p in keep], [p[1] for _, p in keep], s=42,
                                       c=[s.color for s, _ in keep], edgecolors=c["text"], linewidths=0.6, zorder=4)
-            on_front = set(pareto_front(self._run_points()))
+            on_front = set(pareto_front(self._run_points(), self._directions()))
             for s, (x, y) in keep:  # name the runs no other run beats; the others are in the history
                 if (float(x), float(y)) in on_front:
                     ax.annotate(s.label, (x, y), xytext=(5, 4), textcoords="offset points", fontsize=7.5,
@@ -333,19 +501,22 @@ class ParetoPlot(PlotCanvas):
         bx, by = (self.refs.get("base", {}).get(self.task_x), self.refs.get("base", {}).get(self.task_y))
         if bx is not None and by is not None:
             ax.scatter([bx], [by], marker="D", s=36, color=c["muted"], label="base", zorder=4)
-        ax.set_xlabel(f"{self.task_x} accuracy")
-        ax.set_ylabel(f"{self.task_y} accuracy")
-        ax.xaxis.set_major_formatter(PERCENT)
-        ax.yaxis.set_major_formatter(PERCENT)
+        ax.set_xlabel(f"{self.task_x} {self.metric_x.label}")
+        ax.set_ylabel(f"{self.task_y} {self.metric_y.label}")
+        _format_axis(ax.xaxis, self.metric_x)
+        _format_axis(ax.yaxis, self.metric_y)
         style_legend(ax.legend(loc="best", fontsize=8, frameon=True))
         self.draw_idle()
 
 
-def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
-    """The points no other point beats on both coordinates (higher is better), by increasing x."""
+def pareto_front(points: list[tuple[float, float]],
+                 higher: tuple[bool, bool] = (True, True)) -> list[tuple[float, float]]:
+    """The points no other point beats on both coordinates (each better in its direction ``higher``),
+    by increasing x."""
+    sx, sy = (1.0 if h else -1.0 for h in higher)
     out, best_y = [], -np.inf
-    for x, y in sorted(set(points), key=lambda p: (-p[0], -p[1])):
-        if y > best_y:
+    for x, y in sorted(set(points), key=lambda p: (-sx * p[0], -sy * p[1])):
+        if sy * y > best_y:
             out.append((x, y))
-            best_y = y
+            best_y = sy * y
     return sorted(out)
