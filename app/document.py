@@ -16,7 +16,8 @@ the mutators below (``add_node``, ``set_param``…), which change the recipe and
 - ``changed()``: after every change of any of the kinds above;
 - ``selectionChanged(list)`` and ``currentNodeChanged(node_id)`` (the one selected node, or "").
 
-The document also holds the project's results history (``results``), the ``JobManager`` that runs
+The document also holds the project's results history (``results``), the generation preview's prompts
+and settings (``generation``, read again on ``opened``), the ``JobManager`` that runs
 work off the UI thread (``jobs``) and the ``LiveController`` that tunes a merge node live (``live``).
 """
 
@@ -54,6 +55,7 @@ class Document(QObject):
         self.undo_stack = QUndoStack(self)
         self.jobs = JobManager(self)
         self.results: list[dict[str, Any]] = []
+        self.generation: dict[str, Any] = {}  # the generation preview's prompts and settings (app.generation_panel)
         self.revision = 0  # counts every change (autosave and stale checks compare it)
         self._selection: list[str] = []
         self._current = ""

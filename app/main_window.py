@@ -27,6 +27,7 @@ from app.about import AboutDialog
 from app.analysis import AnalysisPanel
 from app.document import Document
 from app.formatting import human_count
+from app.generation_panel import GenerationPanel
 from app.graph import GraphScene, GraphView
 from app.graph.items import NodeItem
 from app.graph.palette import PaletteEntry, palette_entries
@@ -118,6 +119,9 @@ class MainWindow(QMainWindow):
         self.tasks = TasksPanel(self.document)
         self.results_panel = ResultsPanel(self.document)
         self.analysis_panel = AnalysisPanel(self.document)
+        self.generation_panel = GenerationPanel(self.document, records=lambda: [  # completions join these runs
+            *self.document.results, *self.results_panel.trail.records(),
+            *([self.results_panel.model.live] if self.results_panel.model.live is not None else [])])
         self.log_panel = LogPanel()
         self.log_panel.attach()
 
@@ -203,7 +207,11 @@ class MainWindow(QMainWindow):
         self.analysis_dock = self._dock("Analysis", "AnalysisDock", self.analysis_panel, Qt.BottomDockWidgetArea)
         self.analysis_dock.visibilityChanged.connect(self.analysis_panel.set_shown)
         self.tabifyDockWidget(self.tasks_dock, self.results_dock)
+        self.generation_dock = self._dock("Generation", "GenerationDock", self.generation_panel,
+                                          Qt.BottomDockWidgetArea)
+        self.generation_dock.visibilityChanged.connect(self.generation_panel.set_shown)
         self.tabifyDockWidget(self.results_dock, self.analysis_dock)
+        self.tabifyDockWidget(self.analysis_dock, self.generation_dock)
         self.results_dock.raise_()
         self.resizeDocks([self.library_dock, self.inspector_dock], [480, 400], Qt.Horizontal)
         self.resizeDocks([self.tasks_dock], [230], Qt.Vertical)
@@ -323,7 +331,8 @@ class MainWindow(QMainWindow):
         view = bar.addMenu("&View")
         view.addActions([self.fit_action, self.zoom_in_action, self.zoom_out_action])
         view.addSeparator()
-        for dock in (self.library_dock, self.inspector_dock, self.tasks_dock, self.results_dock, self.analysis_dock):
+        for dock in (self.library_dock, self.inspector_dock, self.tasks_dock, self.results_dock, self.analysis_dock,
+                     self.generation_dock):
             view.addAction(dock.toggleViewAction())
         view.addAction(self.bottom_panel_action)
         view.addSeparator()
@@ -590,12 +599,14 @@ class MainWindow(QMainWindow):
         centre = self._view_centre()
         layout = {"graph": {"zoom": self.view.zoom(), "centre": [centre.x(), centre.y()]},
                   "docks": base64.b64encode(bytes(self.saveState())).decode("ascii")}
-        return Project(self.recipe.to_json(), layout, self.library.to_json(), list(self.document.results))
+        return Project(self.recipe.to_json(), layout, self.library.to_json(), list(self.document.results),
+                       dict(self.document.generation))
 
     def apply_project(self, project: Project, path: Path | None, *, recovered: bool = False) -> None:
         """Replace the open project (the undo history starts afresh)."""
         self.project_path = path
         self._recovered = recovered
+        self.document.generation = dict(project.generation)
         self.document.open(Recipe.from_json(project.recipe, path.parent if path else None), project.results)
         graph_paths = [str(self.recipe.resolve_path(p)) for p in source_paths(self.recipe).values()]
         library = {**project.library, "base": project.library.get("base") or self._graph_base()}

@@ -1,7 +1,8 @@
 """Project files (``*.wsproj``) and crash recovery.
 
 A project is one JSON document: the recipe, the layout (graph zoom and centre, dock arrangement), the
-library (checkpoint paths and the chosen base) and the results history (filled by the results panel).
+library (checkpoint paths and the chosen base), the results history (filled by the results panel) and
+the generation preview's prompts and settings (``generation``, see ``app.generation_panel``).
 Relative paths in a recipe are made absolute against the file's folder when it is read, so a project
 stays valid wherever it is saved next.
 
@@ -83,10 +84,11 @@ class Project:
     layout: dict[str, Any] = field(default_factory=dict)
     library: dict[str, Any] = field(default_factory=dict)
     results: list[dict[str, Any]] = field(default_factory=list)
+    generation: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {"format": FORMAT, "version": VERSION, "recipe": self.recipe, "layout": self.layout,
-                "library": self.library, "results": self.results}
+                "library": self.library, "results": self.results, "generation": self.generation}
 
     @classmethod
     def from_json(cls, data: Any, folder: Path) -> "Project":
@@ -107,7 +109,8 @@ class Project:
         results = expect(data.get("results") or [], list, "'results'")
         for entry in results:
             expect(entry, dict, "each entry of 'results'")
-        return cls(recipe, check_layout(data.get("layout") or {}), library, list(results))
+        generation = dict(expect(data.get("generation") or {}, dict, "'generation'"))
+        return cls(recipe, check_layout(data.get("layout") or {}), library, list(results), generation)
 
     @classmethod
     def load(cls, path: str | Path) -> "Project":
