@@ -45,12 +45,22 @@ CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "n_ctx", "max_sequence
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "vocab.txt")
 
 
+_IMPORT_LOCK = threading.Lock()
+
+
 def transformers_module():
-    """``transformers``, or an input error saying how to install it."""
-    try:
-        import transformers
-    except ImportError as exc:
-        raise EngineInputError("Hugging Face tasks need the optional extra: pip install 'weightsmith[hf]'") from exc
+    """``transformers``, or an input error saying how to install it.
+
+    The first import happens under a lock, with the lazy attributes used here resolved inside it: two
+    worker threads importing ``transformers`` for the first time at once (a live session opening while a
+    generation preview starts) can otherwise see a half-initialised module without ``AutoConfig``."""
+    with _IMPORT_LOCK:
+        try:
+            import transformers
+
+            transformers.AutoConfig, transformers.AutoTokenizer  # noqa: B018 (resolve the lazy module now)
+        except ImportError as exc:
+            raise EngineInputError("Hugging Face tasks need the optional extra: pip install 'weightsmith[hf]'") from exc
     return transformers
 
 
