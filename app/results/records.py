@@ -9,7 +9,8 @@ A *run* record (``"kind": "run"``) is one evaluated merge::
                           "metrics": {"perplexity": {"value": 171.4, "higher_is_better": false}, …},
                           "normalized_score": 0.72, "normalized_accuracy": 0.55, "expert_score": 123.9}, ...},
      "average": {"accuracy": 0.83, ...},
-     "references": {"base": {"python": 196.0, ...}, "experts": {"python": 123.9, ...}}}
+     "references": {"base": {"python": 196.0, ...}, "experts": {"python": 123.9, ...}},
+     "generations": [...] (the generation preview's completions of this merge, when it ran)}
 
 Each task row names its headline metric (``primary``: accuracy for a classifier, perplexity for text
 perplexity…) and every metric's direction (``metrics``); the references are each task's primary metric
