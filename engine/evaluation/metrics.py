@@ -173,8 +173,9 @@ class Accumulator:
         self.n += int(labels.numel())
         self.correct += int((logits.argmax(-1) == labels).sum())
         self.loss_sum += float(F.nll_loss(log_p, labels, reduction="sum"))
-        p = log_p.exp()
-        self.entropy_sum += float(-(p * log_p).masked_fill(p == 0, 0.0).sum())
+        # entropy −Σ p·ln p = lse − Σ p·z per row (no 0·(−inf) to mask; lse read off one column of log_p)
+        lse = logits[:, 0] - log_p[:, 0]
+        self.entropy_sum += float((lse - torch.linalg.vecdot(log_p.exp(), logits)).sum())
 
     def result(self) -> Scores:
         """The metrics of everything added so far (none when nothing was)."""
@@ -227,7 +228,10 @@ class TokenAccumulator(Accumulator):
         flat = logits[:, :-1].reshape(-1, logits.shape[-1])
         targets = labels[:, 1:].reshape(-1)
         keep = targets != IGNORE_INDEX
-        super().add(flat[keep], targets[keep])
+        if bool(keep.all()):  # full blocks: no second copy of the logits
+            super().add(flat, targets)
+        else:
+            super().add(flat[keep], targets[keep])
 
     def result(self) -> Scores:
         base = super().result()
