@@ -82,26 +82,39 @@ class LiveEvaluator:
         return {t.name: self.evaluator.plan(t, self.split, quick)[0] for t in self.tasks}
 
     def size_subset(self, state_dict: Mapping[str, torch.Tensor], cancel: CancelToken | None = None) -> None:
-        """With a time budget: measure each task's scoring time per example on ``state_dict`` and size its
-        quick subset so that scoring every task takes about ``budget_s`` (at least one example each). Done
-        once; the subset then stays fixed, so every slider position is scored on the same examples."""
+        """With a time budget: time each task on ``state_dict`` at two subset sizes (a fixed cost per call and
+        a cost per example) and size its quick subset so that scoring every task takes about ``budget_s``
+        (at least one example each). Done once; the subset then stays fixed, so every slider position is
+        scored on the same examples."""
         if not self.budget_s or self.subset is not None:
             return
         share = self.budget_s / len(self.tasks)
         subset = {}
         for task in self.tasks:
             n = len(task.data(self.split))
-            probe = {task.name: min(n, PROBE_EXAMPLES)}
-            for timed in (False, True):  # the first pass moves the data to the device and warms the kernels
-                start = time.perf_counter()
-                self.evaluator.scores(state_dict, split=self.split, quick=probe, tasks=[task], functional=True,
-                                      cancel=cancel)
-            per_example = (time.perf_counter() - start) / probe[task.name]
-            subset[task.name] = min(n, max(1, int(share / max(per_example, 1e-9))))
+            sizes = sorted({min(n, PROBE_EXAMPLES), min(n, PROBE_EXAMPLES * 8)})
+            seconds = [self._time(task, state_dict, k, cancel) for k in sizes]
+            if len(sizes) == 2:  # a fixed cost per call (building the call, data moves) and a cost per example
+                # (never under a tenth of the average: timing noise must not make examples look free)
+                per_example = max((seconds[1] - seconds[0]) / (sizes[1] - sizes[0]), seconds[1] / sizes[1] / 10)
+                fixed = max(seconds[0] - sizes[0] * per_example, 0.0)
+            else:
+                per_example, fixed = seconds[0] / sizes[0], 0.0
+            subset[task.name] = min(n, max(1, int((share - fixed) / per_example)))
         self.subset = subset
 
     def experts(self, *, full: bool, cancel: CancelToken | None = None) -> dict[str, Scores | None]:
         return self.evaluator.expert_scores(split=self.split, quick=self._quick(full), cancel=cancel)
+
+    def _time(self, task: Task, state_dict: Mapping[str, torch.Tensor], examples: int,
+              cancel: CancelToken | None) -> float:
+        """Seconds to score ``task``'s first ``examples`` (after one untimed pass that warms the path up)."""
+        probe = {task.name: examples}
+        for _ in range(2):
+            start = time.perf_counter()
+            self.evaluator.scores(state_dict, split=self.split, quick=probe, tasks=[task], functional=True,
+                                  cancel=cancel)
+        return time.perf_counter() - start
 
     def scores(self, state_dict: Mapping[str, torch.Tensor], *, model_key: str, full: bool,
                cancel: CancelToken | None = None) -> dict[str, Scores]:
