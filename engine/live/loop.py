@@ -2,7 +2,8 @@
 
 Coalescing rules (newest value wins, stale work is cancelled, never queued):
 
-- ``submit(params)`` replaces any value still waiting; the replaced values are dropped and counted.
+- ``submit(params)`` replaces any value still waiting; the replaced values are dropped and counted
+  (``applied`` counts the frames that reached the listener; a pre-empted frame's value counts as dropped).
 - A new value pre-empts the *quick frame* (update the weights, score the quick subset) in flight: it is
   cancelled between batches and the newest value starts at once, so releasing a drag never waits for
   a stale value's scores. Only when no frame has reached the listener for ``frame_floor_s`` does the
@@ -37,7 +38,7 @@ QUICK, FULL, ERROR = "quick", "full", "error"
 @dataclass
 class LiveEvent:
     """A result of the loop. ``submitted``: ``time.perf_counter()`` at the ``submit`` of this value;
-    ``latency_s``: from then to this event; ``dropped``: values replaced before they were applied."""
+    ``latency_s``: from then to this event; ``dropped``: values replaced or pre-empted before they showed."""
 
     kind: str
     seq: int
@@ -192,7 +193,12 @@ class LiveLoop:
                 else:
                     self._job(item, token)
             except Cancelled:
-                self.cancelled += 1
+                with self._cond:
+                    if kind == QUICK:  # a pre-empted frame: its value was superseded before it could show
+                        self.dropped += 1
+                        self._dropped_since_event += 1
+                    else:
+                        self.cancelled += 1
             except (EngineInputError, RuntimeError, ValueError) as exc:
                 self._emit(LiveEvent(ERROR, getattr(item, "seq", 0), getattr(item, "params", {}), error=str(exc)))
             finally:
@@ -202,13 +208,13 @@ class LiveLoop:
 
     def _frame(self, req: _Request, token: CancelToken) -> None:
         stats = self.session.update(req.params, cancel=token)
-        self.applied += 1
         report = None
         if self.evaluate:
             report = self.session.evaluate(full=False, cancel=token)
             report.update = stats
             report.references = self.session.references(full=False, cancel=token)
         with self._cond:
+            self.applied += 1
             dropped, self._dropped_since_event = self._dropped_since_event, 0
             req.finished = self._last_frame = time.perf_counter()
             self._latest = req
