@@ -92,3 +92,12 @@ def new_window(qtbot, tmp_path: Path, monkeypatch):
 def window(new_window):
     """One main window (see ``new_window``)."""
     return new_window()
+
+
+@pytest.fixture
+def one_thread():
+    """torch on one thread for the test (the tiny demo models gain nothing from more; a busy machine loses)."""
+    from zoo_helpers import single_thread
+
+    with single_thread():
+        yield

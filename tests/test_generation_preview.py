@@ -18,7 +18,7 @@ from engine.evaluation.lm_tasks import CausalLMTask
 from engine.live.generation import (BASE, MERGE, MODEL, NEEDS_LM, GenerationPreview, GenerationSettings,
                                     causal_lm_folder, preview_session, session_preview)
 from engine.runtime import CancelToken
-from tests.zoo_helpers import reduced_lm_zoo, reduced_zoo, single_thread
+from zoo_helpers import reduced_lm_zoo, reduced_zoo, single_thread
 
 PROMPTS = ["def ", "The value of", '{"name": ', "import os\nimport"]
 

@@ -26,12 +26,6 @@ from engine.live import Axis, LiveSession, sweep
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture
-def one_thread():
-    with single_thread():
-        yield
-
-
 @pytest.fixture(scope="module")
 def demo_path() -> Path:
     """The reduced zoo's demo recipe (relative paths: opening it must resolve the suite too)."""

@@ -24,12 +24,6 @@ from engine.live import LiveSession
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture
-def one_thread():
-    with single_thread():
-        yield
-
-
 @pytest.fixture(scope="module")
 def demo_path() -> Path:
     """The reduced LM demo: perplexity, multiple-choice and generation tasks per domain."""

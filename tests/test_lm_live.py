@@ -12,7 +12,7 @@ from engine.evaluation import evaluate_recipe, sweep
 from engine.graph import Recipe, nodes_of
 from engine.graph.node_kinds import MERGE
 from engine.live import LiveSession
-from tests.zoo_helpers import reduced_lm_zoo, single_thread
+from zoo_helpers import reduced_lm_zoo, single_thread
 
 
 def _numbers(row: dict) -> dict[str, float]:

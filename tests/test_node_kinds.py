@@ -15,7 +15,7 @@ from engine.evaluation import EvaluationService, evaluate_recipe
 from engine.graph import GraphRun, Recipe, RunOptions, all_node_kinds, node_kind, run_recipe, validate
 from engine.graph.node_kinds import DELTA, MODEL, NodeKind, Port
 from engine.graph.recipe import Edge, Node
-from tests.zoo_helpers import copy_zoo, single_thread
+from zoo_helpers import copy_zoo, single_thread
 
 
 def test_every_kind_is_listed_once_and_declares_itself():

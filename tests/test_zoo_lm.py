@@ -18,7 +18,7 @@ from engine.errors import Cancelled  # noqa: E402
 from engine.runtime import CancelToken  # noqa: E402
 from engine.zoo.lm import build_lm_zoo, default_lm_zoo_dir  # noqa: E402
 from engine.zoo.lm.train import perplexity, token_stream  # noqa: E402
-from tests.zoo_helpers import reduced_lm_zoo  # noqa: E402
+from zoo_helpers import reduced_lm_zoo  # noqa: E402
 
 
 @pytest.fixture(scope="module")
