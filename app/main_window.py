@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (QApplication, QDockWidget, QFileDialog, QFrame, Q
 from app import theme
 from app.about import AboutDialog
 from app.analysis import AnalysisPanel
+from app.demos import DEMOS, IMAGE, LM, Demo, open_demo
 from app.document import Document
 from app.formatting import human_count
 from app.generation_panel import GenerationPanel
@@ -280,6 +281,10 @@ class MainWindow(QMainWindow):
                                      tip="Open Weightsmith's documentation")
         self.zoo_folder_action = self._act("Show Demo &Zoo Folder", self.open_zoo_folder, icon="open",
                                            tip="Open the folder holding the demo model zoo and its recipes")
+        self.demo_actions = {demo.key: self._act(demo.title, lambda _c=False, d=demo: open_demo(self, d), icon="open",
+                                                 tip=f"Open the {demo.title.replace('&', '').lower()}, building it "
+                                                     "first if needed (no download)")
+                             for demo in DEMOS}
         self.dark_action = self._act("&Dark", lambda: self.set_theme("dark"))
         self.light_action = self._act("&Light", lambda: self.set_theme("light"))
         for act in (self.dark_action, self.light_action):
@@ -293,6 +298,7 @@ class MainWindow(QMainWindow):
         file_menu.addActions([self.new_action, self.open_action])
         self.recent_menu = file_menu.addMenu("Open &Recent")
         self.recent_menu.aboutToShow.connect(self._fill_recent_menu)
+        file_menu.addMenu("Open &Demo").addActions(list(self.demo_actions.values()))
         file_menu.addActions([self.save_action, self.save_as_action])
         file_menu.addSeparator()
         file_menu.addActions([self.import_yaml_action, self.export_yaml_action])
@@ -736,17 +742,20 @@ class MainWindow(QMainWindow):
         self.notice.show()
         return self.notice
 
-    def show_demo_hint(self) -> None:
-        """On the demo project: select its merge node and say what to try."""
+    def show_demo_hint(self, demo: Demo = IMAGE) -> None:
+        """On a demo project: select its merge node and say what to try; the image demo's hint offers the
+        language-model demo."""
         merges = nodes_of(self.recipe, MERGE)
         if not merges:
             return
         merge = self.recipe.nodes[merges[0]]
         self.scene.select_node(merge.id)
         experts = len(self.recipe.inputs(merge.id, "models"))
-        self.show_notice(f"This is the demo: {experts} experts merged by '{merge.id}' (selected). Move λ or density "
-                         "in the Inspector and watch every task's score in Results; F5 runs the merge and the "
-                         "full evaluation; File ▸ Add Checkpoint Files… brings your own models.")
+        buttons = [("Language-model demo", lambda: open_demo(self, LM))] if demo is IMAGE else []
+        self.show_notice(f"This is the demo: {experts} experts merged by '{merge.id}' (selected). {demo.hint}; F5 "
+                         "runs the merge and the full evaluation; File ▸ Add Checkpoint Files… brings your own "
+                         "models." + (" A language-model demo is one click away (File ▸ Open Demo)."
+                                      if demo is IMAGE else ""), buttons)
         self.statusBar().showMessage("Try moving λ in the Inspector on the right", 15_000)
 
     def import_mergekit_yaml(self, path: str | Path | None = None) -> bool:

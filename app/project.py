@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import copy
 import logging
 import math
 import os
@@ -27,7 +26,7 @@ from typing import Any
 from PySide6.QtCore import QLockFile
 
 from engine.errors import EngineInputError
-from engine.graph.node_kinds import node_kind
+from engine.evaluation import service as _installs_task_entry_paths  # noqa: F401 (absolutize_paths needs them)
 from engine.graph.recipe import Recipe
 from engine.jsonfiles import expect, read_json, write_json
 
@@ -38,19 +37,9 @@ log = logging.getLogger(__name__)
 
 
 def absolutize_paths(recipe_json: dict[str, Any], folder: Path) -> dict[str, Any]:
-    """A copy of ``recipe_json`` whose relative file parameters (checkpoint and save ``path``, Evaluate
-    ``suite``) are absolute."""
-    out = copy.deepcopy(recipe_json)
-    for node in out.get("nodes", []):
-        params = node.get("params", {})
-        try:
-            key = node_kind(node.get("type")).file_param
-        except EngineInputError:  # a type this build does not know has no known file parameter
-            key = None
-        path = params.get(key) if key else None
-        if isinstance(path, str) and path and not Path(path).expanduser().is_absolute():
-            params[key] = str((folder / path).resolve())
-    return out
+    """A copy of ``recipe_json`` whose relative file paths (checkpoint and save ``path``, Evaluate
+    ``suite`` and the paths in its task entries) are absolute against ``folder``."""
+    return Recipe.from_json(recipe_json, folder).absolute_json()
 
 
 def check_layout(layout: Any) -> dict[str, Any]:

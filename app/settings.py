@@ -55,6 +55,11 @@ class AppPaths:
         """The demo model zoo (``engine.zoo.default_zoo_dir()`` unless ``WEIGHTSMITH_HOME`` is set)."""
         return self.data / "zoo"
 
+    @property
+    def lm_zoo_dir(self) -> Path:
+        """The language-model demo zoo, beside the image zoo (``engine.zoo.lm.default_lm_zoo_dir()``)."""
+        return self.data / "lm-zoo"
+
 
 @dataclass
 class Settings:

@@ -227,3 +227,28 @@ def test_validation_reports_bad_entries_with_file_and_line_without_loading_a_mod
     assert validate(recipe, open_files=False) == []
     write_jsonl(good_then_bad, [CHOICES[0], {"question": "x", "choices": ["a", "b"]}])
     assert "line 2 has no 'answer' field" in validate(recipe, open_files=False)[0].message
+
+
+def test_saving_elsewhere_rebases_the_paths_in_task_entries(root, tmp_path):
+    """The entries' data and model paths are relative to the recipe: saved into another folder they are
+    rewritten to name the same files, and the project reader makes them absolute."""
+    from app.project import absolutize_paths
+
+    trivia = detect_task(root / "data" / "trivia.jsonl", root / "lm", relative_to=root)
+    assert not Path(trivia["data"]).is_absolute()
+    recipe = _recipe(root, [trivia])
+    target = tmp_path / "elsewhere" / "deeper" / "recipe.json"
+    target.parent.mkdir(parents=True)
+    recipe.save(target)
+    saved = json.loads(target.read_text())
+    [entry] = saved["nodes"][1]["params"]["task_entries"]
+    assert (target.parent / entry["data"]).resolve() == (root / "data" / "trivia.jsonl").resolve()
+    assert (target.parent / entry["model"]).resolve() == (root / "lm").resolve()
+    assert recipe.nodes["evaluate"].params["task_entries"] == [trivia]  # the open recipe is unchanged
+    moved = Recipe.load(target)
+    assert validate(moved, open_files=False) == []
+    assert [t.name for t in node_tasks(moved, "evaluate")] == ["trivia"]
+    absolute = absolutize_paths(saved, target.parent)
+    [entry] = absolute["nodes"][1]["params"]["task_entries"]
+    assert entry["data"] == str((root / "data" / "trivia.jsonl").resolve())
+    assert entry["model"] == str((root / "lm").resolve())

@@ -11,9 +11,10 @@ An Evaluate node's parameters: ``suite`` (a suite manifest, relative to the reci
 ``task_entries`` (task entries declared on the node, as in a manifest, paths relative to the recipe;
 ``node_tasks`` gives the node's tasks, the suite's then its own), ``tasks`` (optional: a JSON list of
 task names or a comma-separated string; all when absent), ``split`` (``test`` by default),
-``batch_size``. Importing this module installs the check validation runs on inline entries
-(``engine.evaluation.task_detection.entry_problems``). A scored model's run is ``{"name", "recipe_node",
-"evaluate_node", "type", ["method"], "split", "quick_batches", "tasks": {TASK: {...}}, "average": {...}}``.
+``batch_size``. Importing this module installs what the graph asks about inline entries: their
+checks and path fields (``engine.evaluation.task_detection.InlineEntrySupport``). A scored model's run
+is ``{"name", "recipe_node", "evaluate_node", "type", ["method"], "split", "quick_batches", "tasks":
+{TASK: {...}}, "average": {...}}``.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from typing import Any, Sequence
 from engine.errors import EngineInputError
 from engine.evaluation.runner import EvalCache, Evaluator, checkpoint_key, result_table
 from engine.evaluation.suite import load_tasks
-from engine.evaluation.task_detection import entry_problems
+from engine.evaluation.task_detection import InlineEntrySupport
 from engine.evaluation.tasks import Task
 from engine.graph import GraphRun, Recipe, RunOptions
 from engine.graph.node_kinds import EVALUATE, nodes_of
@@ -34,7 +35,7 @@ from engine.runtime import CancelToken
 from engine.runtime.progress import ProgressCallback
 
 
-EVALUATE.use_entry_checker(entry_problems)
+EVALUATE.use_entry_support(InlineEntrySupport())
 
 
 def task_names(value: Any) -> list[str] | None:

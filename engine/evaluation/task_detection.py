@@ -39,7 +39,7 @@ from engine.evaluation.data_files import csv_rows, jsonl_rows, label_index, tabl
 from engine.evaluation.hf import CONTEXT_KEYS, TOKENIZER_FILES, model_folder as entry_model
 from engine.evaluation.image_tasks import IMAGE_SUFFIXES, image_examples
 from engine.evaluation.suite import inline_entries, inline_messages
-from engine.evaluation.task_kinds import TaskEntry
+from engine.evaluation.task_kinds import TaskEntry, task_kind
 
 TEXT_SUFFIXES = (".txt", ".text", ".md", ".markdown", ".rst", ".py")
 PROMPT_FIELDS = ("prompt", "question", "input", "instruction")
@@ -458,6 +458,23 @@ def entry_problems(entries: Sequence[Any], folder: Path) -> list[str]:
         if _checked[key]:
             problems.append(_checked[key])
     return problems
+
+
+def entry_path_keys(entry: Mapping[str, Any]) -> list[str]:
+    """The fields of a raw task entry that hold file paths: its kind's ``path`` parameters (none for an
+    unknown kind, which validation reports)."""
+    try:
+        kind = task_kind(str(entry.get("kind", "")))
+    except EngineInputError:
+        return []
+    return [p.name for p in kind.params if p.type == "path"]
+
+
+class InlineEntrySupport:
+    """What the graph's Evaluate kind asks about inline task entries: their problems and path fields."""
+
+    problems = staticmethod(entry_problems)
+    path_keys = staticmethod(entry_path_keys)
 
 
 def _paths(value: Any) -> list[Path]:

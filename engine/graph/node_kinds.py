@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Mapping, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Protocol
 
 import torch
 
@@ -137,6 +137,23 @@ class NodeKind:
     def run_sinks(self, run: "GraphRun", node_ids: list[str], options: "RunOptions") -> None:
         """Run these sink nodes of the graph, recording what they produced in ``run.result``."""
         raise EngineInputError(f"{self.label} nodes are not outputs of a run")
+
+    def map_relative_paths(self, params: dict[str, Any], fn: Callable[[str], str]) -> None:
+        """Replace, in place, every relative file path ``params`` holds by ``fn(path)`` (how a recipe is
+        re-anchored when it is saved elsewhere or read into a project)."""
+        if self.file_param in params:
+            params[self.file_param] = _mapped(params[self.file_param], fn)
+
+
+def _mapped(value: Any, fn: Callable[[str], str]) -> Any:
+    """``value`` with ``fn`` applied to each relative path it holds (a path, a list or a split → path map)."""
+    if isinstance(value, str):
+        return fn(value) if value and not Path(value).expanduser().is_absolute() else value
+    if isinstance(value, list):
+        return [_mapped(v, fn) for v in value]
+    if isinstance(value, dict):
+        return {k: _mapped(v, fn) for k, v in value.items()}
+    return value
 
 
 GENERIC_FILE_STEMS = {"model", "pytorch_model", "adapter_model", "diffusion_pytorch_model"}
@@ -325,19 +342,23 @@ class SaveKind(NodeKind):
         run.save_all(node_ids, force=options.force)
 
 
-class TaskEntryChecker(Protocol):
-    """What validation asks about an Evaluate node's inline task entries (``engine.evaluation`` provides it)."""
+class TaskEntrySupport(Protocol):
+    """What the graph asks about an Evaluate node's inline task entries (``engine.evaluation`` provides it)."""
 
-    def __call__(self, entries: list[Any], folder: Path) -> list[str]:
+    def problems(self, entries: list[Any], folder: Path) -> list[str]:
         """The problems of ``entries`` (paths relative to ``folder``), read cheaply: no model is loaded."""
+
+    def path_keys(self, entry: Mapping[str, Any]) -> list[str]:
+        """The fields of ``entry`` that hold file paths (by its task kind's declared parameters)."""
 
 
 class EvaluateKind(NodeKind):
     """Scores models on tasks: a suite manifest (``suite``), tasks declared on the node itself
     (``task_entries``: task entries as in a manifest, paths relative to the recipe), or both.
     ``entries_param`` names the parameter holding the inline entries; their checks (kinds, fields, the
-    head of each data file) come from the checker the evaluation engine installs with
-    ``use_entry_checker`` (the graph knows no task kinds); without one only their shape is checked."""
+    head of each data file) and which of their fields are paths come from the support the evaluation
+    engine installs with ``use_entry_support`` (the graph knows no task kinds); without it only their
+    shape is checked and their paths stay as written."""
 
     name, label = "evaluate", "Evaluate"
     help = ("Score models on a task suite or on tasks added here (docs/tasks.md): per-task metrics such as "
@@ -355,11 +376,22 @@ class EvaluateKind(NodeKind):
     file_param = "suite"
     entries_param = "task_entries"
     icon, color = "evaluate", "#35b585"
-    _entry_checker: TaskEntryChecker | None = None
+    _entry_support: TaskEntrySupport | None = None
 
-    def use_entry_checker(self, checker: TaskEntryChecker) -> None:
-        """Check inline task entries with ``checker`` from now on."""
-        self._entry_checker = checker
+    def use_entry_support(self, support: TaskEntrySupport) -> None:
+        """Check inline task entries and find their paths with ``support`` from now on."""
+        self._entry_support = support
+
+    def map_relative_paths(self, params: dict[str, Any], fn: Callable[[str], str]) -> None:
+        super().map_relative_paths(params, fn)
+        entries = params.get(self.entries_param)
+        if self._entry_support is None or not isinstance(entries, list):
+            return
+        for entry in entries:
+            if isinstance(entry, dict):
+                for key in self._entry_support.path_keys(entry):
+                    if key in entry:
+                        entry[key] = _mapped(entry[key], fn)
 
     def problems(self, check: NodeCheck) -> list[str]:
         params = check.node.params
@@ -370,8 +402,8 @@ class EvaluateKind(NodeKind):
             return problems
         if not isinstance(entries, list) or not all(isinstance(e, Mapping) for e in entries):
             return [*problems, f"'{self.entries_param}' must be a list of task entries (objects), got {shown(entries)}"]
-        if self._entry_checker is not None:
-            problems += self._entry_checker(entries, check.recipe.resolve_path(".").resolve())
+        if self._entry_support is not None:
+            problems += self._entry_support.problems(entries, check.recipe.resolve_path(".").resolve())
         return problems
 
     def subtitle(self, node: "Node") -> str:

@@ -268,20 +268,29 @@ class Recipe:
         write_json(path, self.rebased_json(path.parent))
 
     def rebased_json(self, folder: Path) -> dict[str, Any]:
-        """``to_json`` with every relative file parameter rewritten relative to ``folder`` (a recipe with no
-        folder of its own keeps its paths as written: they are relative to wherever it is saved)."""
-        data = self.to_json()
+        """``to_json`` with every relative file path (node file parameters, paths in an Evaluate node's
+        task entries) rewritten relative to ``folder`` (a recipe with no folder of its own keeps its paths
+        as written: they are relative to wherever it is saved)."""
         if self.base_dir is None:
-            return data
+            return self.to_json()
+
+        def rebase(value: str) -> str:
+            target = self.resolve_path(value).resolve()
+            try:
+                return os.path.relpath(target, folder)
+            except ValueError:  # another drive (Windows): no relative path exists
+                return str(target)
+        return self._json_with_paths(rebase)
+
+    def absolute_json(self) -> dict[str, Any]:
+        """``to_json`` with every relative file path made absolute against the recipe's folder."""
+        return self._json_with_paths(lambda value: str(self.resolve_path(value).resolve()))
+
+    def _json_with_paths(self, fn: Callable[[str], str]) -> dict[str, Any]:
+        data = self.to_json()
         for node in data["nodes"]:
-            key = self.nodes[node["id"]].kind.file_param if node["type"] in KNOWN_KINDS else None
-            value = node["params"].get(key) if key else None
-            if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
-                target = self.resolve_path(value).resolve()
-                try:
-                    node["params"][key] = os.path.relpath(target, folder)
-                except ValueError:  # another drive (Windows): no relative path exists
-                    node["params"][key] = str(target)
+            if node["type"] in KNOWN_KINDS:
+                self.nodes[node["id"]].kind.map_relative_paths(node["params"], fn)
         return data
 
 
