@@ -28,11 +28,12 @@ def read_json(path: str | Path, what: str = "file") -> Any:
 
 
 def write_json(path: str | Path, data: Any, indent: int | None = 2) -> None:
-    """Write JSON through a temporary sibling renamed over ``path``: a crash leaves the old file intact."""
+    """Write strict JSON (a NaN or infinite number is written as null, see ``strict``) through a
+    temporary sibling renamed over ``path``: a crash leaves the old file intact."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=indent)
+        json.dump(strict(data), f, indent=indent, allow_nan=False)
         f.flush()
         os.fsync(f.fileno())
     tmp.replace(path)

@@ -20,7 +20,7 @@ from app.analysis.panel import AnalysisPanel
 from app.formatting import format_duration
 from app.project import Project
 from app.results.sweep_dialog import SweepDialog
-from app.startup import open_demo
+from app.demos import open_demo
 from app.workers import JobState
 from engine.graph import Edge, Node, Recipe
 from engine.methods import all_methods, get_method
@@ -248,3 +248,27 @@ def test_files_skipped_among_others_are_named_with_the_reason(window, tiny_model
     qtbot.waitUntil(lambda: len(window.library.model.ready()) == 2, timeout=10_000)
     assert window.error_box.windowTitle() == "Skipped 1 of 3 files" or "Skipped 1 of 3 files" in window.error_box.text()
     assert "notes.txt" in window.error_box.text() and "unknown checkpoint format" in window.error_box.text()
+
+
+def test_the_image_demo_offers_the_language_model_demo(window, tiny_models, tmp_path, qtbot) -> None:
+    """The first-start hint has a button that opens the LM domains demo (here already built, reduced); the
+    File ▸ Open Demo menu holds both demos; the LM demo's hint points at perplexity and generation."""
+    import shutil
+
+    from zoo_helpers import reduced_lm_zoo
+
+    demo = window.paths.zoo_dir / "demo.json"
+    demo.parent.mkdir(parents=True)
+    demo.write_text(json.dumps(ties_recipe(tiny_models, tmp_path / "out").to_json()))
+    assert open_demo(window) is None
+    from PySide6.QtWidgets import QMenu
+
+    [menu] = [m for m in window.menuBar().findChildren(QMenu) if m.title() == "Open &Demo"]
+    assert [a.text() for a in menu.actions()] == ["&Image Classification Demo", "&Language-Model Demo (LM Domains)"]
+    shutil.copytree(reduced_lm_zoo(), window.paths.lm_zoo_dir)
+    window.notice.buttons["Language-model demo"].click()
+    assert window.recipe.name == json.loads((window.paths.lm_zoo_dir / "demo.json").read_text())["name"]
+    assert {n.type for n in window.recipe.nodes.values()} >= {"checkpoint", "merge", "evaluate"}
+    assert window.scene.selected_node_ids() == [next(n for n, v in window.recipe.nodes.items() if v.type == "merge")]
+    text = window.notice.text.text()
+    assert "perplexity" in text and "Generation" in text and "Language-model demo" not in window.notice.buttons

@@ -23,7 +23,7 @@ from app.main_window import MainWindow
 from app.project import Project
 from app.settings import AppPaths, Settings
 from app.job_dialog import JobProgressDialog
-from app.startup import open_demo
+from app.demos import open_demo
 from app.workers import JobState
 from engine.graph import Node, Recipe, materialize
 from engine.runtime import Progress
@@ -353,7 +353,7 @@ def fake_zoo_build(models: dict[str, Path], gate: threading.Event):
 
 def test_first_start_builds_the_demo_zoo_then_opens_the_demo(qtbot, window, tiny_models, monkeypatch) -> None:
     gate = threading.Event()
-    monkeypatch.setattr("app.startup.build_zoo", fake_zoo_build(tiny_models, gate))
+    monkeypatch.setattr("app.demos.build_zoo", fake_zoo_build(tiny_models, gate))
     job = open_demo(window)
     dialog = window.findChild(JobProgressDialog)
     qtbot.waitUntil(lambda: dialog.bar.value() == 250, timeout=5000)
@@ -367,7 +367,7 @@ def test_first_start_builds_the_demo_zoo_then_opens_the_demo(qtbot, window, tiny
 
 
 def test_cancelling_the_zoo_build_starts_an_empty_project(qtbot, window, tiny_models, monkeypatch) -> None:
-    monkeypatch.setattr("app.startup.build_zoo", fake_zoo_build(tiny_models, threading.Event()))
+    monkeypatch.setattr("app.demos.build_zoo", fake_zoo_build(tiny_models, threading.Event()))
     job = open_demo(window)
     dialog = window.findChild(JobProgressDialog)
     qtbot.waitUntil(lambda: job.state is JobState.RUNNING, timeout=5000)
@@ -379,7 +379,7 @@ def test_cancelling_the_zoo_build_starts_an_empty_project(qtbot, window, tiny_mo
 
 def test_hidden_zoo_build_leaves_the_users_own_work_alone(qtbot, window, tiny_models, monkeypatch) -> None:
     gate = threading.Event()
-    monkeypatch.setattr("app.startup.build_zoo", fake_zoo_build(tiny_models, gate))
+    monkeypatch.setattr("app.demos.build_zoo", fake_zoo_build(tiny_models, gate))
     job = open_demo(window)
     dialog = window.findChild(JobProgressDialog)
     qtbot.mouseClick(dialog.hide_button, Qt.LeftButton)

@@ -118,3 +118,27 @@ def test_bad_settings_fall_back_per_field_and_keep_the_file_as_bad(content, kept
     settings = Settings.load(paths)
     assert settings == Settings(**kept)
     assert (paths.config / "settings.json.bad").read_bytes() == paths.settings_file.read_bytes()
+
+
+def test_a_sweep_with_missing_values_saves_as_strict_json_and_reloads_them(tmp_path):
+    """A sweep grid point with no value (NaN in memory) is null in the project file, which strict JSON
+    readers accept, and NaN again once the sweep is read back."""
+    import numpy as np
+
+    from engine.live.sweep import Axis, SweepResult
+
+    sweep = SweepResult([Axis("ties.lambda", (0.5, 1.0))], {"method": "ties"}, True,
+                        {"perplexity": {"code": np.array([12.5, np.nan])}}, {"accuracy": np.array([np.inf, 0.25])})
+    project = Project({"format": "weightsmith-recipe", "version": 1, "name": "p", "nodes": [], "edges": []},
+                      results=[{"kind": "sweep", "sweep": sweep.to_json()}])
+    path = tmp_path / "p.wsproj"
+    project.save(path)
+
+    def refuse(constant):
+        raise ValueError(f"bare {constant} in the project file")
+
+    data = json.loads(path.read_text(), parse_constant=refuse)
+    assert data["results"][0]["sweep"]["grids"]["perplexity"]["code"] == [12.5, None]
+    back = SweepResult.from_json(Project.load(path).results[0]["sweep"])
+    assert back.grids["perplexity"]["code"][0] == 12.5 and np.isnan(back.grids["perplexity"]["code"][1])
+    assert np.isnan(back.average["accuracy"][0]) and back.average["accuracy"][1] == 0.25
