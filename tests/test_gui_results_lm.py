@@ -231,3 +231,36 @@ def test_apply_best_on_a_sweep_sets_lambda_to_the_best_point_and_undoes(window, 
     assert win.recipe.nodes["merge"].params["lambda"] == values[int(np.nanargmax(average))]
     win.undo_stack.undo()
     assert win.recipe.nodes["merge"].params == before
+
+
+def test_a_task_added_on_the_evaluate_node_gets_its_own_bar_in_the_live_results(window, qtbot, tmp_path):
+    """Adding a text file as a task in the Evaluate node's inspector re-scores live tuning on the new task
+    list: the bars and the history gain the new domain in its own metric (perplexity ↓)."""
+    from app.inspector.evaluate_tasks import EvaluateTasksEditor
+
+    win = window
+    panel = win.results_panel
+    qtbot.waitUntil(lambda: panel.model.live is not None and panel.model.live["full"], timeout=60_000)
+    before = list(panel.bars.tasks)
+    text = tmp_path / "letters.txt"
+    text.write_text("Dear friend, thank you for your letter and the news from home.\n" * 40, encoding="utf-8")
+    evaluate = next(n for n, v in win.recipe.nodes.items() if v.type == "evaluate")
+    win.document.set_selection([evaluate])
+    editor = win.inspector.task_editor
+    assert isinstance(editor, EvaluateTasksEditor)
+    assert editor.add_files([text]) == ["letters"]
+    assert win.recipe.nodes[evaluate].params["task_entries"][-1]["kind"] == "text-perplexity"
+
+    def scored() -> bool:
+        live = panel.model.live
+        return bool(live) and live["full"] and "letters" in live["tasks"] and "letters" in panel.bars.tasks
+
+    qtbot.waitUntil(scored, timeout=120_000)
+    assert set(before) < set(panel.bars.tasks)
+    live = panel.model.live
+    assert live["tasks"]["letters"]["primary"] == "perplexity"
+    heights = dict(zip(panel.bars.tasks, panel.bars.heights("live")))
+    assert heights["letters"] == pytest.approx(live["tasks"]["letters"]["perplexity"]) and heights["letters"] > 1.0
+    groups = {g.metric: g for g in panel.bars.groups}
+    assert "letters" in groups[Metric("perplexity", False)].tasks
+    assert "letters\nppl ↓" in panel.model.headers()
