@@ -144,6 +144,10 @@ class TextPerplexityTask(CausalLMTask):
     def accumulator(self) -> TokenAccumulator:
         return TokenAccumulator()
 
+    def model_kwargs(self, inputs: torch.Tensor) -> dict[str, Any]:
+        """Every token of the block but the last: its prediction would score nothing."""
+        return {"input_ids": inputs[:, 0, :-1], "attention_mask": inputs[:, 1, :-1]}
+
     def example_bytes(self) -> int:
         return self.row_bytes(self.longest_input())
 

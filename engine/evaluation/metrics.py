@@ -157,6 +157,10 @@ def binomial_stderr(p: float, n: int) -> float:
     return math.sqrt(p * (1 - p) / n)
 
 
+IGNORE_INDEX = -100
+CHUNK_ELEMENTS = 1 << 18  # logits per scoring chunk on the CPU: 1 MiB of float32, which stays in cache
+
+
 class Accumulator:
     """Running sums of correct predictions, cross-entropy and prediction entropy over batches."""
 
@@ -167,15 +171,26 @@ class Accumulator:
         self.entropy_sum = 0.0
 
     def add(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
-        """Score one batch: ``logits`` [b, classes], ``labels`` [b] class indices."""
-        logits = logits.float()
-        log_p = F.log_softmax(logits, dim=-1)
+        """Score one batch: ``logits`` [b, classes], ``labels`` [b] class indices (rows whose label is
+        ``IGNORE_INDEX`` are skipped). On the CPU rows are scored in chunks of about ``CHUNK_ELEMENTS``
+        logits (at least 64 rows), so the softmax, argmax and entropy passes run in cache."""
+        keep = labels != IGNORE_INDEX
+        if not bool(keep.all()):
+            logits, labels = logits[keep], labels[keep]
         self.n += int(labels.numel())
-        self.correct += int((logits.argmax(-1) == labels).sum())
-        self.loss_sum += float(F.nll_loss(log_p, labels, reduction="sum"))
-        # entropy −Σ p·ln p = lse − Σ p·z per row (no 0·(−inf) to mask; lse read off one column of log_p)
-        lse = logits[:, 0] - log_p[:, 0]
-        self.entropy_sum += float((lse - torch.linalg.vecdot(log_p.exp(), logits)).sum())
+        rows = len(labels) if logits.is_cuda else max(64, CHUNK_ELEMENTS // max(1, logits.shape[-1]))
+        correct, loss, entropy = (logits.new_zeros((), dtype=torch.float64) for _ in range(3))
+        for start in range(0, len(labels), rows):
+            chunk, target = logits[start:start + rows].float(), labels[start:start + rows]
+            log_p = F.log_softmax(chunk, dim=-1)
+            correct += (chunk.argmax(-1) == target).sum()
+            loss -= log_p.gather(1, target[:, None]).sum()
+            # entropy −Σ p·ln p = lse − Σ p·z per row (no 0·(−inf) to mask; lse read off one column of log_p)
+            lse = chunk[:, 0] - log_p[:, 0]
+            entropy += (lse - torch.linalg.vecdot(log_p.exp_(), chunk)).sum()
+        self.correct += int(correct)
+        self.loss_sum += float(loss)
+        self.entropy_sum += float(entropy)
 
     def result(self) -> Scores:
         """The metrics of everything added so far (none when nothing was)."""
@@ -214,9 +229,6 @@ def average(per_task: Mapping[str, Mapping[str, Any]], metrics: Iterable[str] = 
     return out
 
 
-IGNORE_INDEX = -100
-
-
 class TokenAccumulator(Accumulator):
     """Next-token prediction of a causal language model: ``logits`` [b, L, vocab] of the input ids
     ``labels`` [b, L]; position i predicts token i + 1, and targets equal to ``IGNORE_INDEX`` are
@@ -225,13 +237,11 @@ class TokenAccumulator(Accumulator):
     ``n`` counts the scored tokens."""
 
     def add(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
-        flat = logits[:, :-1].reshape(-1, logits.shape[-1])
-        targets = labels[:, 1:].reshape(-1)
-        keep = targets != IGNORE_INDEX
-        if bool(keep.all()):  # full blocks: no second copy of the logits
-            super().add(flat, targets)
-        else:
-            super().add(flat[keep], targets[keep])
+        """``logits`` [b, L, vocab] for the whole block, or [b, L − 1, vocab] when the task fed the model
+        every token but the last (which predicts nothing scored): then no copy of the logits is made."""
+        if logits.shape[1] == labels.shape[1]:
+            logits = logits[:, :-1]
+        super().add(logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1))
 
     def result(self) -> Scores:
         base = super().result()
