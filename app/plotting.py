@@ -115,6 +115,23 @@ class PlotCanvas(FigureCanvasQTAgg):
         """Rebuild the figure from the canvas's data (subclasses)."""
         self.draw_idle()
 
+    def draw_idle(self) -> None:
+        """Draw at the next idle moment; a hidden canvas draws nothing and is rebuilt when next shown."""
+        if not self.isVisible():
+            self.stale_data = True
+            return
+        self._draw_wanted = True
+        super().draw_idle()
+
+    def draw(self) -> None:
+        self._draw_wanted = False
+        super().draw()
+
+    def flush(self) -> None:
+        """Draw now if a draw is pending, so the widget shows the current figure when this returns."""
+        if getattr(self, "_draw_wanted", False):
+            self.draw()
+
     def empty(self, message: str) -> Axes:
         """Clear the figure and show ``message`` in its middle; returns the (hidden) axes."""
         self.figure.clear()

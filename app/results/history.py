@@ -23,6 +23,8 @@ from app.results import records as rec
 
 FIXED = ("#", "Method", "Parameters")
 TAIL = ("Average", "Normalized")
+CELL_ROLES = frozenset((Qt.DisplayRole, Qt.TextAlignmentRole, Qt.FontRole, Qt.ForegroundRole, Qt.BackgroundRole,
+                        Qt.ToolTipRole))  # the roles the history answers
 SHORT = {"perplexity": "ppl", "accuracy": "acc", "accuracy_norm": "acc norm", "exact_match": "EM",
          "normalized_score": "norm", "regex_match": "regex"}
 PIN = "◆"
@@ -42,6 +44,7 @@ class HistoryModel(QAbstractTableModel):
         self.metrics: dict[str, tuple[str, bool]] = {}
         self._rows: list[dict[str, Any]] = []
         self._sort: tuple[int, Qt.SortOrder] = (0, Qt.DescendingOrder)
+        self._cells: dict[tuple[int, int, int], Any] = {}  # (row, column, role) → what ``data`` returned
 
     # ---- content ---------------------------------------------------------------------------------
     def set_records(self, records: list[dict[str, Any]]) -> None:
@@ -65,12 +68,14 @@ class HistoryModel(QAbstractTableModel):
         self.live = record
         if had and record is not None and rec.task_names([record, *rec.runs(self.records)]) == self.tasks:
             self._rows[0] = record
+            self._cells = {k: v for k, v in self._cells.items() if k[0] != 0}
             self.dataChanged.emit(self.index(0, 0), self.index(0, self.columnCount() - 1))
             return
         self._rebuild()
 
     def repaint(self) -> None:
         """Redraw every cell (a flag such as ``pinned`` changed on records already shown)."""
+        self._cells.clear()
         if self._rows:
             self.dataChanged.emit(self.index(0, 0), self.index(len(self._rows) - 1, self.columnCount() - 1))
 
@@ -90,6 +95,7 @@ class HistoryModel(QAbstractTableModel):
         column, order = self._sort
         runs = sorted(runs, key=lambda r: self._sort_key(r, column), reverse=order == Qt.DescendingOrder)
         self._rows = ([self.live] if self.live is not None else []) + runs
+        self._cells.clear()
         self.endResetModel()
 
     # ---- columns ---------------------------------------------------------------------------------
@@ -163,14 +169,19 @@ class HistoryModel(QAbstractTableModel):
         return None
 
     def data(self, index: Index, role: int = Qt.DisplayRole) -> Any:
-        if not index.isValid():
+        if not index.isValid() or role not in CELL_ROLES:
             return None
-        r = self._rows[index.row()]
-        col = index.column()
-        live = self.is_live_row(index.row())
-        value = self._value(r, col)
+        key = (index.row(), index.column(), role)
+        if key not in self._cells:  # a view asks for every role of every cell it paints, often
+            self._cells[key] = self._cell(index.row(), index.column(), role)
+        return self._cells[key]
+
+    def _cell(self, row: int, col: int, role: int) -> Any:
+        r = self._rows[row]
+        live = self.is_live_row(row)
         numeric = col >= len(FIXED)
         if role == Qt.DisplayRole:
+            value = self._value(r, col)
             if col == 0:
                 return "live" if live else f"{PIN} {value}" if r.get("pinned") else str(value)
             if not numeric:
@@ -185,7 +196,7 @@ class HistoryModel(QAbstractTableModel):
         if role == Qt.FontRole:
             font = QFont()
             font.setItalic(live)
-            font.setBold(col == len(self.headers()) - 1 or (col == 0 and bool(r.get("pinned"))))
+            font.setBold(col == self.columnCount() - 1 or (col == 0 and bool(r.get("pinned"))))
             return font
         if role == Qt.ForegroundRole:
             if numeric and not r.get("full"):

@@ -415,7 +415,9 @@ class ResultsPanel(QWidget):
         self.model.set_live(record)
         if event.kind == FULL:
             self.trail.add(record)
-        if not self._update_live_plots(record):
+        # a quick frame moves the live artists; the full split (once the value rests) redraws everything,
+        # the references too (the quick frames carry the quick subset's)
+        if event.kind == FULL or not self._update_live_plots(record):
             self.refresh_plots()
         if event.kind == QUICK:
             self._show_latency(event)
@@ -424,7 +426,7 @@ class ResultsPanel(QWidget):
         canvas = self.current_canvas()
         drawn = time.perf_counter()
         if canvas in (self.bars, self.radar):
-            canvas.draw()  # render now, so the measured time includes drawing the new bars
+            canvas.flush()  # render a pending draw now, so the measured time includes drawing the new bars
         now = time.perf_counter()
         self.last_latency_ms = (now - event.submitted) * 1000
         self.latency_label.setText(f"slider → plot {self.last_latency_ms:.0f} ms")
@@ -645,7 +647,9 @@ class ResultsPanel(QWidget):
         return self.current_canvas().export(path) if path is not None else None
 
     def restyle(self) -> None:
-        """Redraw every plot in the current theme."""
+        """Redraw every plot and table in the current theme."""
         for canvas in (self.bars, self.radar, self.sweep_plot, self.pareto):
             canvas.restyle()
+        self.model.repaint()
+        self.trail.model.repaint()
 

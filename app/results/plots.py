@@ -57,6 +57,16 @@ def _nan(v: float | None) -> float:
     return float("nan") if v is None else float(v)
 
 
+def _holds(current: tuple[float, float], wanted: tuple[float, float], values: list[float], log: bool) -> bool:
+    """Whether axis limits ``current`` still show ``values`` and are at most 1.5× as wide as ``wanted``."""
+    lo, hi = current
+    if any(v < lo or v > hi for v in values):
+        return False
+    if log:
+        return lo > 0 and np.log(hi / lo) <= 1.5 * np.log(wanted[1] / wanted[0])
+    return lo <= wanted[0] and hi - lo <= 1.5 * (wanted[1] - wanted[0])  # a linear axis keeps its baseline
+
+
 PLAIN = FuncFormatter(lambda v, _p: f"{v:g}")  # 200 rather than 2×10² on a log axis
 SPARSE = FuncFormatter(lambda v, _p: f"{v:g}" if v > 0 and f"{v:e}"[0] in "235" else "")  # minor ticks: 2, 3, 5 only
 
@@ -100,7 +110,9 @@ class TaskBarsPlot(PlotCanvas):
         self.best: dict[str, str] = {}
         self.error_lines: dict[str, list[LineCollection]] = {}
         self.reference_lines: dict[str, list[tuple[LineCollection, list[str]]]] = {}
+        self._background = None  # the last full draw without the live artists, for blitting
         super().__init__(parent)
+        self.mpl_connect("draw_event", self._on_draw)
 
     def set_data(self, tasks: list[str], series: list[Series], references: dict[str, dict[str, float]] | None = None,
                  metrics: dict[str, Metric] | None = None, pinned_label: str = "pinned") -> None:
@@ -187,7 +199,32 @@ class TaskBarsPlot(PlotCanvas):
                                     ncol=min(7, len(handles)), frameon=False, fontsize=8.5, handlelength=1.4,
                                     columnspacing=1.2)
         style_legend(legend)
+        for artist in self._live_artists():
+            artist.set_animated(True)  # drawn over the kept background by ``_on_draw`` and ``update_live``
         self.draw_idle()
+
+    def _live_artists(self) -> list[Any]:
+        """What a live update moves: the live series' bars and error bars, and the best marks."""
+        live = next((s.label for s in self.series if s.live), None)
+        return [*self.bars.get(live, []), *self.error_lines.get(live, []),
+                *(g.best for g in self.groups if g.best is not None)]
+
+    def _on_draw(self, _event) -> None:
+        """After a full draw (which leaves out the animated live artists): keep the picture as the
+        background live updates are blitted over, then draw the live artists on it."""
+        self._background = self.copy_from_bbox(self.figure.bbox)
+        for artist in self._live_artists():
+            self.figure.draw_artist(artist)
+
+    def export(self, path):
+        live = self._live_artists()
+        for artist in live:
+            artist.set_animated(False)  # a saved figure holds every artist
+        try:
+            return super().export(path)
+        finally:
+            for artist in live:
+                artist.set_animated(True)
 
     def _place_best(self) -> None:
         """Star each task's best value among the bars and the pinned run (in its metric's direction); no
@@ -211,20 +248,31 @@ class TaskBarsPlot(PlotCanvas):
                 points.append((xi + offsets.get(label, 0.0), values[i]))
             g.best.set_offsets(np.array(points) if points else np.empty((0, 2)))
 
-    def _fit_limits(self) -> None:
-        """Each metric's axes spans its values, errors and reference marks."""
+    def _fit_limits(self, keep: bool = False) -> bool:
+        """Each metric's axes spans its values, errors and reference marks; True when a limit changed.
+        With ``keep``, limits that still hold every value and are at most half again as wide as needed
+        stay (a live update then redraws only the live artists)."""
+        changed = False
         for g in self.groups:
             values = [_nan(s.values.get(t)) + (s.errors.get(t) or 0.0) for s in self.series for t in g.tasks]
             values += [v for per in self.refs.values() for t in g.tasks if (v := per.get(t)) is not None]
             finite = [v for v in values if np.isfinite(v)]
             top = max(finite, default=1.0)
-            if g.metric.name in LOG_METRICS:
+            log = g.metric.name in LOG_METRICS
+            if log:
                 low = min([v for v in finite if v > 0], default=1.0)
-                g.ax.set_ylim(low / 1.6, top * 1.6)
+                wanted = (low / 1.6, top * 1.6)
             elif g.metric.fraction:
-                g.ax.set_ylim(0, max(1.04, top * 1.06))
+                wanted = (0.0, max(1.04, top * 1.06))
             else:
-                g.ax.set_ylim(min(0.0, min(finite, default=0.0) * 1.1), top * 1.1 if top > 0 else 1.0)
+                wanted = (min(0.0, min(finite, default=0.0) * 1.1), top * 1.1 if top > 0 else 1.0)
+            current = g.ax.get_ylim()
+            if keep and _holds(current, wanted, [v for v in finite if v > 0] if log else finite, log):
+                continue
+            if tuple(current) != wanted:
+                g.ax.set_ylim(*wanted)
+                changed = True
+        return changed
 
     def update_live(self, label: str, values: dict[str, float | None], errors: dict[str, float | None]) -> bool:
         """Move the bars of series ``label`` in place; False when a full ``set_data`` is needed instead."""
@@ -245,8 +293,13 @@ class TaskBarsPlot(PlotCanvas):
                 segs.append([(xi, h - e), (xi, h + e)])
             lines.set_segments(segs)
         self._place_best()
-        self._fit_limits()
-        self.draw_idle()
+        if self._fit_limits(keep=True) or self._background is None or not self.isVisible():
+            self.draw_idle()
+            return True
+        self.restore_region(self._background)  # blit: only the live artists are drawn again
+        for artist in self._live_artists():
+            self.figure.draw_artist(artist)
+        self.blit(self.figure.bbox)
         return True
 
     def _groups_with_errors(self, label: str) -> list[_Group]:
@@ -325,6 +378,9 @@ class RadarPlot(PlotCanvas):
         if line is None or self.stale_data:
             return False
         line.set_data(*self._closed(values))
+        for s in self.series:
+            if s.label == label:
+                s.values = dict(values)  # a rebuild (the canvas shown again) draws the same
         self.draw_idle()
         return True
 

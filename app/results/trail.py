@@ -31,6 +31,7 @@ class LiveTrail(QWidget):
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
+        self._chosen: list[int] = []  # ids of the points the plots were last told about
         self.model = HistoryModel(self, trail=True)
         self.view = HistoryView(self.model)
         self.toggle = QToolButton(checkable=True, arrowType=Qt.RightArrow, autoRaise=True,
@@ -97,11 +98,16 @@ class LiveTrail(QWidget):
         self.view.setVisible(on)
         self.keep_button.setVisible(on)
         self.clear_button.setVisible(on)
-        self.selectionChanged.emit()
+        self._on_selection()
 
     def _count(self) -> None:
         self.toggle.setText(f"Live trail ({len(self.model.records)})")
 
     def _on_selection(self) -> None:
+        """Emit ``selectionChanged`` when the chosen points changed (a point added to a folded trail, or
+        a reset that selected nothing before or after, changes nothing the plots show)."""
         self.keep_button.setEnabled(bool(self.view.selected_records()))
-        self.selectionChanged.emit()
+        chosen = [id(r) for r in self.selected()]
+        if chosen != self._chosen:
+            self._chosen = chosen
+            self.selectionChanged.emit()
