@@ -196,16 +196,23 @@ def test_apply_best_on_a_sweep_sets_lambda_to_the_best_point_and_undoes(window, 
     win.scene.select_node("merge")
     before = dict(win.recipe.nodes["merge"].params)
 
+    qtbot.waitUntil(lambda: panel.model.live is not None and panel.model.live["full"], timeout=60_000)
+    estimates = []
+
     def run_dialog(dialog):
         dialog.first.path.setCurrentText("lambda")
         dialog.first.lo.setValue(0.2)
         dialog.first.hi.setValue(0.8)
         dialog.first.steps.setValue(3)
+        estimates.append(dialog.estimate.text())
         dialog.full_box.setChecked(False)
+        estimates.append(dialog.estimate.text())
         return True
 
     monkeypatch.setattr("app.results.sweep_dialog.SweepDialog.exec", run_dialog)
     assert panel.open_sweep_dialog()
+    # the estimate is measured on live tuning's own frames (full split and quick subset), never a guess
+    assert all(text.startswith("3 points · about ") and "s per point" in text for text in estimates)
     qtbot.waitUntil(lambda: bool(rec.sweeps(win.document.results)), timeout=60_000)
     sweep = rec.sweeps(win.document.results)[-1]["sweep"]
     values = sweep["axes"][0]["values"]

@@ -41,7 +41,7 @@ from app.plotting import series_color
 from app.results import records as rec
 from app.results.history import HistoryModel, HistoryView
 from app.results.plots import Metric, ParetoPlot, RadarPlot, Series, SweepPlot, TaskBarsPlot
-from app.results.sweep_dialog import SweepDialog
+from app.results.sweep_dialog import PointTimings, SweepDialog
 from app.results.trail import LiveTrail
 from engine.errors import EngineInputError
 from engine.live import FULL, QUICK, LiveEvent, SweepResult
@@ -73,6 +73,7 @@ class ResultsPanel(QWidget):
         super().__init__(parent)
         self.document = document
         self.controller = document.live
+        self._timings, self._timed_session = PointTimings(), None  # what a sweep point costs, from live frames
         self.last_latency_ms: float | None = None
         self._sweeping = False
         self._pending_sweep: str | None = None
@@ -395,7 +396,8 @@ class ResultsPanel(QWidget):
             return False
         params = dict(self.document.recipe.nodes[node_id].params)
         spec = get_method(params.get("method", session.spec.name))
-        dialog = SweepDialog(spec, session.keys, params, first=first, parent=self)
+        timings = self._timings.seconds_per_point() if self._timed_session is session else {}
+        dialog = SweepDialog(spec, session.keys, params, first=first, seconds_per_point=timings, parent=self)
         if not dialog.exec():
             return False
         return self.controller.sweep(params, dialog.axes(), full=dialog.full())
@@ -410,6 +412,9 @@ class ResultsPanel(QWidget):
             if event.error:
                 self.status_detail.setText(f"⚠ {event.error}")
             return
+        if self._timed_session is not self.controller.session:
+            self._timed_session, self._timings = self.controller.session, PointTimings()
+        self._timings.add(event.update.seconds if event.update else None, event.report.eval_seconds, event.kind == FULL)
         record = rec.run_record(event.report, recipe={}, node_id=self.controller.node_id, split=self.controller.split,
                                 source="live", record_id=0)
         self.model.set_live(record)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import statistics
+from collections import deque
 from typing import Any, Mapping, Sequence
 
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, QDoubleSpinBox, QGridLayout, QLabel,
@@ -24,6 +26,26 @@ def default_range(spec: MethodSpec, path: str, current: Any) -> tuple[float, flo
         return float(max(lo, 0.05 if p.name == "density" else lo)), float(hi), 11
     value = float(current) if isinstance(current, (int, float)) else 1.0
     return 0.0, float(min(hi, max(1.0, 2 * abs(value)))), 11
+
+
+class PointTimings:
+    """What one sweep point costs, measured on live tuning's own frames: the recent weight updates'
+    median plus the recent scoring's median, for the quick subset and for the full split."""
+
+    def __init__(self, keep: int = 8):
+        self.updates: deque[float] = deque(maxlen=keep)
+        self.scoring: dict[bool, deque[float]] = {True: deque(maxlen=keep), False: deque(maxlen=keep)}
+
+    def add(self, update_s: float | None, scoring_s: float, full: bool) -> None:
+        """One frame's weight update (None: the frame reused the weights) and scoring times."""
+        if update_s is not None:
+            self.updates.append(update_s)
+        self.scoring[full].append(scoring_s)
+
+    def seconds_per_point(self) -> dict[bool, float]:
+        """``full`` → the estimated seconds of one point (only for what has been measured)."""
+        update = statistics.median(self.updates) if self.updates else 0.0
+        return {full: update + statistics.median(times) for full, times in self.scoring.items() if times}
 
 
 class _AxisRow:
