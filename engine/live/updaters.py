@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Sequence
 
 import torch
@@ -282,11 +282,15 @@ class StagedUpdater(ScaledUpdater):
         self.stages = spec.staged
         self.masks = [torch.zeros(res.numel, dtype=torch.bool, device=self.device) for _ in res.keys]
         self.mask_keys: list[list[Any]] = [[None] * len(res.spans) for _ in res.keys]  # StagedForm.mask_key
+        self.memos: list[dict[str, Any]] = [{} for _ in res.spans]  # TensorContext.memo, per tensor
         self.masks_computed = 0
 
     @staticmethod
     def cache_bytes_per_entry(models: int) -> float:
-        return 4.0 + models
+        return 4.0 + models + 4.0 * models  # τm, the masks, and what the method memoizes (sorted magnitudes)
+
+    def context(self, i: int, params: dict[str, Any], stats: Any) -> TensorContext:
+        return replace(super().context(i, params, stats), memo=self.memos[i])
 
     def compute_core(self, i: int, params: dict[str, Any], ctx: TensorContext) -> torch.Tensor:
         inputs = self.res.merge_inputs(i)

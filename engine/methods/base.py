@@ -125,7 +125,9 @@ class TensorStatistics(Protocol):
 @dataclass
 class TensorContext:
     """Where a method call stands: the tensor's name and layer, the device, the seed, whole-model stats
-    (``stats``) and, for methods declaring a ``StatisticsFile``, the tensor's gathered ``statistics``."""
+    (``stats``) and, for methods declaring a ``StatisticsFile``, the tensor's gathered ``statistics``.
+    ``memo`` is a per-tensor store that a resident session keeps between calls (None when merging once):
+    a method may keep there work that depends only on the inputs, such as sorted magnitudes."""
 
     name: str
     layer: int | None
@@ -134,6 +136,7 @@ class TensorContext:
     seed: int = 0
     stats: Any = None
     statistics: TensorStatistics | None = None
+    memo: dict[str, Any] | None = None
 
     def generator(self) -> torch.Generator:
         """A CPU generator seeded from (seed, tensor name): the same draws on every device and run."""
@@ -219,7 +222,8 @@ class ModelStatistic(Protocol):
 # How method lists group the families (in this order); a method that needs data goes to "Needs data".
 GROUPS: tuple[tuple[str, frozenset[str]], ...] = (
     ("Linear family", frozenset({"linear", "model_stock", "metagpt", "lines"})),
-    ("Sparsify & elect", frozenset({"ties", "dare", "breadcrumbs", "della", "pcb", "tall", "lwptv", "selective"})),
+    ("Sparsify & elect", frozenset({"ties", "dare", "breadcrumbs", "della", "pcb", "tall", "lwptv", "selective",
+                                    "emr"})),
     ("Subspace / SVD", frozenset({"iso"})),
     ("Spherical", frozenset({"slerp"})),
     ("Needs data", frozenset()),
@@ -256,6 +260,27 @@ class StagedForm:
 
 
 @dataclass(frozen=True)
+class TaskParts:
+    """A method whose merged model comes with one model per input task, rebuilt from small per-task parts
+    (EMR-Merging's masks and rescalers): evaluation scores each task with its own model, and a Save node
+    writes the parts beside the merged weights, in the file ``file`` of the output folder.
+
+    - ``model(inputs, params, ctx, t)``: input t's own tensor (``ctx.stats`` as for ``merge``);
+    - ``plan(shape, dtype, n)``: the parts saved for one merged float tensor of that shape and output dtype,
+      with ``n`` inputs, as ``(suffix, shape, dtype)``; a part is saved as ``<tensor name><suffix>``;
+    - ``tensors(inputs, params, ctx)``: those parts for one tensor, ``{suffix: tensor}``;
+    - ``metadata(params, stats, tasks)``: the parts file's header entries (strings), given the resolved
+      parameters, the whole-model statistics and, per input, ``{"name": node id, "expert": file or None}``.
+    """
+
+    file: str
+    model: Callable[[MergeInputs, dict[str, Any], TensorContext, int], torch.Tensor]
+    plan: Callable[[tuple[int, ...], torch.dtype, int], list[tuple[str, tuple[int, ...], torch.dtype]]]
+    tensors: Callable[[MergeInputs, dict[str, Any], TensorContext], dict[str, torch.Tensor]]
+    metadata: Callable[[dict[str, Any], Any, list[dict[str, Any]]], dict[str, str]]
+
+
+@dataclass(frozen=True)
 class StatisticsFile:
     """A method merges with per-model statistics gathered on data beforehand, from a file.
 
@@ -279,7 +304,9 @@ class MethodSpec:
     ``merge`` computes one tensor. ``needs_base``: the method cannot run without θ0.
     ``statistic(params)`` returns a ModelStatistic when the parameters ask for a whole-model pass
     (e.g. ``scope='model'``), else None. ``statistics_file``: the method merges with statistics gathered
-    on data (see ``StatisticsFile``).
+    on data (see ``StatisticsFile``). ``task_parts``: the output also holds one model per input task
+    (see ``TaskParts``). ``migrate(params)``: how a node's parameters, read from a recipe written before
+    one of them moved, are written now (applied when a recipe is read; it may name another method).
 
     Incremental forms, which live tuning executes without knowing the method:
 
@@ -309,6 +336,8 @@ class MethodSpec:
     contextual_linear: ContextLinearFn | None = None
     staged: StagedForm | None = None
     statistics_file: StatisticsFile | None = None
+    task_parts: TaskParts | None = None
+    migrate: Callable[[dict[str, Any]], dict[str, Any]] | None = None
     aliases: tuple[str, ...] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:

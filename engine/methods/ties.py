@@ -38,11 +38,15 @@ def top_k_rank(density_value: float, n: int) -> int | None:
 def trim_thresholds(inputs: MergeInputs, params: dict[str, Any], ctx: TensorContext) -> list[Any]:
     """Per model: the smallest magnitude kept (a 0-d tensor or float; inf drops all), None to keep all."""
     n = inputs.base.numel()
+    ranks = [top_k_rank(d, n) for d in params["density"]]
     if params["scope"] == "model":
         found = [row[0] for row in ctx.stats]
+    elif ctx is not None and ctx.memo is not None:  # a resident session: each model's magnitudes sorted once, ranks looked up
+        if "ties.sorted_magnitudes" not in ctx.memo:
+            ctx.memo["ties.sorted_magnitudes"] = [d.abs().reshape(-1).sort().values for d in inputs.deltas]
+        found = [None if r is None else s[r - 1] for s, r in zip(ctx.memo["ties.sorted_magnitudes"], ranks)]
     else:
-        found = [row[0] for row in select_ranks(
-            magnitudes_at(inputs), n, [[top_k_rank(d, n)] for d in params["density"]], inputs.base.device)]
+        found = [row[0] for row in select_ranks(magnitudes_at(inputs), n, [[r] for r in ranks], inputs.base.device)]
     return [math.inf if d <= 0 else thr for d, thr in zip(params["density"], found)]
 
 
