@@ -24,9 +24,9 @@ from engine.runtime.progress import Progress
 class TerminalProgress:
     """A one-line progress bar on a terminal's stderr; silent when stderr is not a terminal."""
 
-    def __init__(self, stream=sys.stderr):
-        self.stream = stream
-        self.enabled = stream.isatty()
+    def __init__(self, stream=None):
+        self.stream = stream or sys.stderr  # looked up per bar: sys.stderr may be replaced after import
+        self.enabled = self.stream.isatty()
         self._phase = None
 
     def __call__(self, p: Progress) -> None:
@@ -161,6 +161,32 @@ def cmd_extract_lora(args: argparse.Namespace) -> int:
     if result.left_out:
         print(f"note: {len(result.left_out)} changed tensor(s) a LoRA cannot hold were left out, e.g. "
               f"'{result.left_out[0]}'", file=sys.stderr)
+    return 0
+
+
+def cmd_merge_lora(args: argparse.Namespace) -> int:
+    from engine.checkpoints import open_checkpoint
+    from engine.lora_merge import merge_lora
+    from engine.runtime import resolve_device
+
+    params = parse_params(args.param)
+    if args.density is not None:
+        params["density"] = args.density
+    base = open_checkpoint(args.base) if args.base else None
+    try:
+        result = merge_lora(args.adapters, args.out, method=args.method, weights=args.weight, rank=args.rank,
+                            params=params, combine=args.combine, base=base, seed=args.seed,
+                            device=resolve_device(args.device), force=args.force)
+    finally:
+        if base is not None:
+            base.close()
+    ranks = sorted(set(result.ranks.values()))
+    errors = sorted(result.relative_error.values())
+    print(f"wrote {result.path}: {result.method} of {len(args.adapters)} adapters, rank "
+          f"{'/'.join(map(str, ranks))} on {len(result.ranks)} weights; relative error of the truncation median "
+          f"{errors[len(errors) // 2]:.3f}, max {errors[-1]:.3f}")
+    for note in result.notes:
+        print(f"note: {note}", file=sys.stderr)
     return 0
 
 
@@ -368,13 +394,17 @@ def add_evaluation_commands(sub: argparse._SubParsersAction) -> None:
 
 
 
-# ---- learned merges: Fisher, RegMean, AdaMerging, aTLAS (engine.learn) -----------------------------
+# ---- learned merges: Fisher, RegMean, MaTS, AdaMerging, aTLAS, Self Positioning, Concrete (engine.learn) ----
 LEARN_OPTIONS = {
     "fisher": ("split", "examples", "labels", "task_map"),
-    "regmean": ("split", "examples", "alpha", "solver", "task_map"),
+    "regmean": ("split", "examples", "alpha", "task_map"),
     "adamerging": ("mode", "steps", "lr", "split", "batch_size"),
     "atlas": ("objective", "steps", "lr", "split", "shots", "batch_size"),
+    "mats": ("split", "examples", "alpha", "init", "lam", "iterations", "task_map"),
+    "self-positioning": ("steps", "lr", "split", "examples", "mu", "batch_size"),
+    "concrete": ("steps", "lr", "split", "lam", "temperature", "batch_size"),
 }
+WRITES_STATISTICS = ("fisher", "regmean", "mats", "concrete")
 LEARN_ALL_OPTIONS = {option for options in LEARN_OPTIONS.values() for option in options}
 
 
@@ -395,7 +425,8 @@ def cmd_learn(args: argparse.Namespace) -> int:
     from engine.evaluation import load_suite
     from engine.evaluation.service import task_names
     from engine.graph import Recipe
-    from engine.learn import learn_adamerging, learn_atlas, learn_fisher, learn_regmean, save_recipe
+    from engine.learn import (learn_adamerging, learn_atlas, learn_concrete, learn_fisher, learn_mats,
+                              learn_regmean, learn_self_positioning, save_recipe)
 
     recipe = Recipe.load(args.recipe)
     tasks = load_suite(_learn_suite(recipe, args), task_names(args.tasks))
@@ -408,24 +439,26 @@ def cmd_learn(args: argparse.Namespace) -> int:
         options["task_map"] = dict(item.split("=", 1) for item in args.task)
     wrong = sorted(set(options) - set(LEARN_OPTIONS[args.method]))
     if wrong:
-        flags = ", ".join("--task" if w == "task_map" else "--" + w.replace("_", "-") for w in wrong)
+        shown = {"task_map": "task", "lam": "lambda"}
+        flags = ", ".join("--" + shown.get(w, w).replace("_", "-") for w in wrong)
         raise EngineInputError(f"{flags} does not apply to {args.method}")
     common = {"seed": args.seed, "device": args.device}
     bar = TerminalProgress()
     try:
-        if args.method in ("fisher", "regmean"):
-            learner = learn_fisher if args.method == "fisher" else learn_regmean
+        learner = {"fisher": learn_fisher, "regmean": learn_regmean, "mats": learn_mats, "concrete": learn_concrete,
+                   "adamerging": learn_adamerging, "atlas": learn_atlas,
+                   "self-positioning": learn_self_positioning}[args.method]
+        if args.method in WRITES_STATISTICS:
             stats = out.with_name(f"{out.stem}.stats.safetensors")
             result = learner(recipe, args.node, tasks, stats, progress=bar, **common, **options)
         else:
-            learner = learn_adamerging if args.method == "adamerging" else learn_atlas
             result = learner(recipe, args.node, tasks, progress=bar, **common, **options)
     finally:
         bar.finish()
     if result.history:
         print(f"loss {result.history[0]['loss']:.4f} at step 1, {result.history[-1]['loss']:.4f} at step "
               f"{len(result.history)}")
-    for key in ("initial_entropy", "final_entropy"):
+    for key in ("initial_entropy", "final_entropy", "initial_loss", "final_loss"):
         if key in result.info:
             print(f"{key.replace('_', ' ')} {result.info[key]:.4f}")
     if result.coefficients:
@@ -440,27 +473,38 @@ def cmd_learn(args: argparse.Namespace) -> int:
 
 def add_learn_commands(sub: argparse._SubParsersAction) -> None:
     """The ``learn`` command: data-dependent merges whose result is a recipe reproducible without data."""
-    p = sub.add_parser("learn", help="learn a data-dependent merge (Fisher, RegMean, AdaMerging, aTLAS) into a recipe")
+    p = sub.add_parser("learn", help="learn a data-dependent merge (Fisher, RegMean, MaTS, AdaMerging, aTLAS, "
+                                     "Self Positioning, Concrete masks) into a recipe")
     p.add_argument("method", choices=tuple(LEARN_OPTIONS))
     p.add_argument("recipe")
     p.add_argument("--node", help="the merge node to learn (default: the recipe's only merge node)")
     p.add_argument("--suite", help="task suite manifest (default: the suite of the recipe's Evaluate node)")
     p.add_argument("--tasks", help="comma-separated task names (default: every task of the suite)")
     p.add_argument("--task", action="append", metavar="MODEL=TASK",
-                   help="the task a model input was fine-tuned on (fisher, regmean; default: by name or expert file)")
+                   help="the task a model input was fine-tuned on (fisher, regmean, mats; default: by name or "
+                        "expert file)")
     p.add_argument("-o", "--output", help="learned recipe to write (default: RECIPE.METHOD.json beside the recipe); "
-                                          "fisher and regmean also write OUTPUT.stats.safetensors")
+                                          "fisher, regmean, mats and concrete also write OUTPUT.stats.safetensors")
     p.add_argument("--mode", choices=("task", "layer"), help="adamerging: a coefficient per task, or per task and layer")
     p.add_argument("--objective", choices=("cross_entropy", "entropy"), help="atlas: few-shot labels or entropy")
-    p.add_argument("--steps", type=int, help="optimisation steps (adamerging 500, atlas 300)")
-    p.add_argument("--lr", type=float, help="learning rate (adamerging 1e-3, atlas 1e-2)")
+    p.add_argument("--steps", type=int,
+                   help="optimisation steps (adamerging 500, atlas 300, self-positioning and concrete 200)")
+    p.add_argument("--lr", type=float,
+                   help="learning rate (adamerging 1e-3, atlas 1e-2, self-positioning 1e-2, concrete 1e-3)")
     p.add_argument("--batch-size", dest="batch_size", type=int, help="examples per task per step")
-    p.add_argument("--split", help="data split to learn on (fisher/regmean train, adamerging unlabeled)")
-    p.add_argument("--examples", type=int, help="fisher/regmean: examples per task (256)")
+    p.add_argument("--split", help="data split to learn on (fisher/regmean/mats/self-positioning train, "
+                                   "adamerging/concrete unlabeled)")
+    p.add_argument("--examples", type=int,
+                   help="fisher/regmean/mats: examples per task (256); self-positioning: probe examples per task (64)")
     p.add_argument("--labels", choices=("data", "model"), help="fisher: the split's labels, or drawn from the model")
     p.add_argument("--shots", type=int, help="atlas: labelled examples per class (16)")
-    p.add_argument("--alpha", type=float, help="regmean: off-diagonal scale of the Gram matrices (0.6)")
-    p.add_argument("--solver", choices=("exact", "cg"), help="regmean: direct solve or conjugate gradient")
+    p.add_argument("--alpha", type=float, help="regmean (0.6), mats (1.0): off-diagonal scale of the Gram matrices")
+    p.add_argument("--init", choices=("task_arithmetic", "average", "base"), help="mats: where the solve starts")
+    p.add_argument("--lambda", dest="lam", type=float,
+                   help="mats: task-arithmetic scale of the start (0.3); concrete: task-arithmetic scale (0.3)")
+    p.add_argument("--iterations", type=int, help="mats: conjugate-gradient steps per layer (100)")
+    p.add_argument("--mu", type=float, help="self-positioning: weight of the L1 penalty on the coefficients (0.05)")
+    p.add_argument("--temperature", type=float, help="concrete: temperature of the relaxed Bernoulli mask (0.5)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:N or mps")
     p.set_defaults(func=cmd_learn)
@@ -528,6 +572,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--force", action="store_true", help="replace an earlier Weightsmith output")
     p.set_defaults(func=cmd_extract_lora)
+
+    p = sub.add_parser("merge-lora", help="merge LoRA adapters (PEFT format) of one base into one adapter")
+    p.add_argument("adapters", nargs="+", help="adapter folders (adapter_config.json + adapter_model.safetensors)")
+    p.add_argument("-o", "--out", required=True, help="adapter folder to write")
+    p.add_argument("--method", default="svd", choices=("cat", "svd", "ties_svd", "dare_linear_svd", "dare_ties_svd",
+                                                       "magnitude_prune_svd", "knots"),
+                   help="cat: exact, rank = sum of ranks; *_svd: PEFT's combination, then truncated SVD; "
+                        "knots: KnOTS (default svd)")
+    p.add_argument("--weight", action="append", type=float, help="per-adapter weight, in adapter order (repeat)")
+    p.add_argument("--rank", type=int, help="output rank (svd methods, knots; default: the largest input rank)")
+    p.add_argument("--density", type=float, help="fraction kept by TIES / DARE / magnitude pruning")
+    p.add_argument("--combine", default="ties", choices=("ties", "task_arithmetic", "dare_ties", "dare_linear"),
+                   help="knots: how the aligned coefficients are merged (default ties)")
+    p.add_argument("--param", action="append", default=[], help="other parameter of the combination KEY=VALUE "
+                                                                 "(e.g. lambda=0.5, normalize=false)")
+    p.add_argument("--base", help="check every adapted weight against this base model's shapes")
+    p.add_argument("--seed", type=int, default=0, help="seed of the DARE draws")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--force", action="store_true", help="replace an earlier Weightsmith output")
+    p.set_defaults(func=cmd_merge_lora)
 
     add_evaluation_commands(sub)
     add_learn_commands(sub)

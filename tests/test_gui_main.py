@@ -388,4 +388,4 @@ def test_hidden_zoo_build_leaves_the_users_own_work_alone(qtbot, window, tiny_mo
     gate.set()
     qtbot.waitUntil(lambda: job.state.finished, timeout=10_000)
     assert job.state is JobState.DONE and list(window.recipe.nodes) == ["e2"]
-    assert "demo zoo is ready" in window.statusBar().currentMessage()
+    assert "demo is ready" in window.statusBar().currentMessage()

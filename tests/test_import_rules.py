@@ -16,7 +16,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 QT = ("PySide2", "PySide6", "PyQt5", "PyQt6", "shiboken2", "shiboken6", "qtpy")
-ABOVE_GRAPH = ("engine.evaluation", "engine.live", "engine.learn", "engine.analysis", "engine.zoo", "engine.cli")
+ABOVE_GRAPH = ("engine.evaluation", "engine.live", "engine.learn", "engine.lora_merge", "engine.analysis", "engine.zoo",
+               "engine.cli")
 APP_PANELS_HOME = "app"  # every subpackage of app/ is a node of the panel import graph
 
 

@@ -64,8 +64,8 @@ def test_regmean_on_a_linear_toy_problem_equals_the_joint_least_squares_solution
     joint = torch.linalg.lstsq(x, targets).solution.T
     assert torch.allclose(merged["fc.weight"], joint, atol=1e-4)
     assert torch.allclose(merged["fc.bias"], torch.full((3,), 1.0))  # other tensors: the plain average
-    result.recipe.node("merge").params.update(solver="cg", iterations=50)
-    by_cg = materialize(result.recipe, "merge", device="cpu")
+    result.recipe.node("merge").params.update(method="mats", init="average", iterations=50)
+    by_cg = materialize(result.recipe, "merge", device="cpu")  # the same statistics, solved by MaTS's CG
     assert torch.allclose(by_cg["fc.weight"], joint, atol=1e-3)
 
 
@@ -132,11 +132,11 @@ def test_learn_command_writes_a_recipe_that_evaluates(tmp_path, capsys):
     demo = reduced_zoo() / "demo.json"
     out = tmp_path / "sub" / "regmean.json"
     out.parent.mkdir()
-    assert main(["learn", "regmean", str(demo), "--examples", "16", "--solver", "cg", "-o", str(out)]) == 0
+    assert main(["learn", "regmean", str(demo), "--examples", "16", "-o", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "wrote statistics" in printed and (tmp_path / "sub" / "regmean.stats.safetensors").is_file()
     merge = Recipe.load(out).node("merge").params
-    assert merge["method"] == "regmean" and merge["solver"] == "cg"
+    assert merge["method"] == "regmean" and "solver" not in merge
     assert main(["evaluate", str(out), "--quick", "1"]) == 0
     assert "merge" in capsys.readouterr().out
     assert main(["learn", "regmean", str(demo), "--steps", "3", "-o", str(out)]) == 2

@@ -89,10 +89,10 @@ def test_import_lora_reference_becomes_an_add_node(folders):
 
 
 @pytest.mark.parametrize("text,message", [
-    ("slices: [{sources: [{model: a, layer_range: [0, 2]}]}]\nmerge_method: passthrough", "slices"),
+    ("slices: [{sources: [{model: a, layer_range: [0, 2]}, {model: b, layer_range: [0, 2]}]}]\n"
+     "merge_method: passthrough", "passthrough copies one model's layers"),  # slices themselves map (test_slices)
     ("models: [{model: a}]\nmerge_method: passthrough", "passthrough"),
     ("models: [{model: a}]\nmerge_method: ram", "ram"),
-    ("models: [{model: a, parameters: {weight: 1}}]\nmerge_method: linear\ntokenizer_source: union", "union"),
     ("models: [{model: a, parameters: {weight: 1}}]\nmerge_method: linear\nchat_template: chatml", "chat"),
     ("models: [{model: a, parameters: {weight: 1}}]\nmerge_method: linear\n"
      "tokenizer: {source: base, tokens: {x: {source: a}}}", "tokenizer"),

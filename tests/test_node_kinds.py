@@ -20,7 +20,7 @@ from zoo_helpers import copy_zoo, single_thread
 
 def test_every_kind_is_listed_once_and_declares_itself():
     names = [k.name for k in all_node_kinds()]
-    assert len(names) == len(set(names)) == 7
+    assert len(names) == len(set(names)) == 8
     for kind in all_node_kinds():
         assert kind.label and kind.help and kind.icon and kind.color.startswith("#")
         assert node_kind(kind.name) is kind

@@ -1,11 +1,17 @@
-"""Compatibility between checkpoints: missing, extra and shape-mismatched tensors, by name."""
+"""Compatibility between checkpoints: missing, extra and shape-mismatched tensors, by name.
+
+Vocabulary tensors (embeddings, LM heads) that differ only in rows are a grown vocabulary, merged by
+token (``engine.checkpoints.vocab``) when both folders hold tokenizer files, and not a mismatch."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from engine.checkpoints.base import Checkpoint
 from engine.checkpoints.prefix import find_prefix
+from engine.checkpoints.vocab import VOCAB_NAME, added_tokens, is_vocab_difference, same_tokens
+from engine.errors import EngineInputError
 
 
 @dataclass
@@ -19,6 +25,7 @@ class CompatReport:
     shape_mismatch: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = field(default_factory=list)
     dtype_differs: list[str] = field(default_factory=list)
     prefix: tuple[str, str] | None = None  # (side, prefix) when the names differ only by a leading prefix
+    vocabulary: str = ""  # the vocabularies differ (in rows of the embeddings), merged by token
 
     @property
     def compatible(self) -> bool:
@@ -26,7 +33,7 @@ class CompatReport:
 
     def reason(self, limit: int = 3) -> str:
         """One readable sentence on why the two do not fit (empty when they do)."""
-        parts = []
+        parts = [self.vocabulary] if self.vocabulary and not self.compatible else []
         if self.shape_mismatch:
             n, a, b = self.shape_mismatch[0]
             parts.append(f"{len(self.shape_mismatch)} tensor(s) differ in shape, e.g. '{n}' is "
@@ -49,7 +56,7 @@ class CompatReport:
                 "missing": self.missing, "extra": self.extra,
                 "shape_mismatch": [[n, list(a), list(b)] for n, a, b in self.shape_mismatch],
                 "dtype_differs": self.dtype_differs, "reason": self.reason(),
-                "prefix": list(self.prefix) if self.prefix else None}
+                "prefix": list(self.prefix) if self.prefix else None, "vocabulary": self.vocabulary}
 
 
 def compare(reference: Checkpoint, other: Checkpoint) -> CompatReport:
@@ -66,6 +73,39 @@ def compare(reference: Checkpoint, other: Checkpoint) -> CompatReport:
                 report.shape_mismatch.append((n, a.shape, b.shape))
             elif a.dtype != b.dtype:
                 report.dtype_differs.append(n)
+    vocab = [m for m in report.shape_mismatch if is_vocab_difference(*m)]
+    on_disk = Path(reference.path).exists() and Path(other.path).exists()  # not a planned table (layer stack)
+    if other.kind == "model" and on_disk and (vocab or _reorders_tokens(reference, other)):
+        _vocabulary_note(report, reference, other, vocab)
     if report.missing or report.extra:
         report.prefix = find_prefix(reference.names, other.names)
     return report
+
+
+def _reorders_tokens(reference: Checkpoint, other: Checkpoint) -> bool:
+    """Embeddings of equal rows whose tokenizers put other tokens at some ids (unreadable: no)."""
+    if not any(VOCAB_NAME.search(n) for n in reference.names):
+        return False
+    try:
+        return not same_tokens(reference, other)
+    except EngineInputError:
+        return False
+
+
+def _vocabulary_note(report: CompatReport, reference: Checkpoint, other: Checkpoint, vocab: list) -> None:
+    """Say how the vocabularies differ; with both tokenizers at hand the rows merge by token, so those
+    tensors no longer count as mismatched."""
+    try:
+        counts = added_tokens(reference, other)
+    except EngineInputError as exc:
+        report.vocabulary = f"the vocabularies differ in rows and a tokenizer cannot be read: {exc}"
+        return
+    if counts is None:
+        name, a, b = vocab[0]
+        report.vocabulary = (f"the vocabularies differ ('{name}' has {a[0]} rows in {report.reference} but {b[0]} in "
+                             f"{report.other}) and not both folders hold tokenizer files to align the rows by token")
+        return
+    grown = [f"{n} added token{'s' if n != 1 else ''} in {where}" for n, where in
+             ((counts[0], report.other), (counts[1], report.reference)) if n]
+    report.vocabulary = f"vocabulary differs: {', '.join(grown) or 'the same tokens at other ids'}; merged by token"
+    report.shape_mismatch = [m for m in report.shape_mismatch if m not in vocab]

@@ -5,23 +5,20 @@ unless asked), the difference ``Δ = θ − θ0`` is replaced by its best rank-r
 SVD, Eckart–Young): ``B = U_r·S_r``, ``A = V_rᵀ``, written in PEFT's format (``adapter_config.json`` with
 ``r = lora_alpha``, so the scale is 1, and ``adapter_model.safetensors`` with
 ``base_model.model.<module>.lora_A.weight`` / ``lora_B.weight``). The adapter reloads in
-``engine.checkpoints.lora_reader`` (and PEFT) as the approximated delta. Tensors a LoRA cannot hold
-(norms, biases) are listed with how much of the difference they carry.
+``engine.checkpoints.lora_reader`` (and PEFT) as the approximated delta (``lora_writer`` writes it).
+Tensors a LoRA cannot hold (norms, biases) are listed with how much of the difference they carry.
 """
 
 from __future__ import annotations
 
-import json
 import re
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 
 from engine.checkpoints.base import Checkpoint
-from engine.checkpoints.publish import check_replaceable, make_temporary, publish, release, tidy
+from engine.checkpoints.lora_writer import AdapterFactors, check_output, scale_one_config, write_peft_adapter
 from engine.errors import EngineInputError
 
 EMBEDDINGS = re.compile(r"(embed|wte|wpe|lm_head|word_embeddings|position_embeddings)")
@@ -50,13 +47,9 @@ def extract_lora(model: Checkpoint, base: Checkpoint, out: str | Path, rank: int
     out = Path(out).expanduser().resolve()
     if rank < 1:
         raise EngineInputError(f"the rank must be at least 1, got {rank}")
-    if out.exists() and not force:
-        raise EngineInputError("the output folder already exists; choose another or allow overwriting (--force)",
-                               path=str(out))
-    if force:
-        check_replaceable(out, [model.path, base.path])
+    check_output(out, force, [model.path, base.path])
     result = Extraction(out, rank)
-    tensors: dict[str, torch.Tensor] = {}
+    factors: dict[str, AdapterFactors] = {}
     for name in model.names:
         if name not in base or model.info(name).shape != base.info(name).shape:
             continue
@@ -74,25 +67,11 @@ def extract_lora(model: Checkpoint, base: Checkpoint, out: str | Path, rank: int
                                    path=str(model.path))
         a, b = low_rank_factors(delta, rank)
         module = name[: -len(".weight")]
-        tensors[f"base_model.model.{module}.lora_A.weight"] = a.cpu()
-        tensors[f"base_model.model.{module}.lora_B.weight"] = b.cpu()
+        factors[module] = AdapterFactors(a, b)
         result.modules.append(module)
         result.relative_error[module] = float(torch.linalg.vector_norm(delta - b @ a)) / norm if norm else 0.0
-    if not tensors:
+    if not factors:
         raise EngineInputError("the two models share no 2-D weights to extract a LoRA from", path=str(model.path))
-    config = {"peft_type": "LORA", "r": rank, "lora_alpha": rank, "lora_dropout": 0.0, "bias": "none",
-              "fan_in_fan_out": False, "use_rslora": False, "base_model_name_or_path": str(base.path),
-              "target_modules": sorted({m.rsplit(".", 1)[-1] for m in result.modules})}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tidy(out.parent)
-    tmp, lock = make_temporary(out)
-    try:
-        save_file(tensors, str(tmp / "adapter_model.safetensors"), metadata={"format": "pt"})
-        (tmp / "adapter_config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
-        publish(tmp, out, force=force, protected=[model.path, base.path])
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    finally:
-        release(lock)
+    config = scale_one_config({m: rank for m in factors}, {"base_model_name_or_path": str(base.path)})
+    write_peft_adapter(out, factors, config, force=force, protected=[model.path, base.path])
     return result

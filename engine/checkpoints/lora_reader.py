@@ -78,15 +78,33 @@ class LoraCheckpoint(Checkpoint):
         alpha = _pattern_value(cfg.get("alpha_pattern") or {}, module, cfg.get("lora_alpha", r))
         return alpha / math.sqrt(r) if cfg.get("use_rslora") else alpha / r
 
-    def _load(self, name: str) -> torch.Tensor:
+    def factors(self, name: str, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor, float]:
+        """``(A, B, scale)`` of the target weight ``name`` as stored, in fp32: its delta is ``scale · B @ A``,
+        transposed to the base weight's layout where ``transposed(name)``."""
         module = name[: -len(".weight")]
         pair = self._pairs[module]
-        a = self._raw.get(pair["A"], dtype=torch.float32)
-        b = self._raw.get(pair["B"], dtype=torch.float32)
-        delta = (b @ a) * self.scale(module)
-        if "embedding" in pair or self.adapter_config.get("fan_in_fan_out"):
-            delta = delta.T.contiguous()
-        return delta
+        a = self._raw.get(pair["A"], device, torch.float32)
+        b = self._raw.get(pair["B"], device, torch.float32)
+        return a, b, self.scale(module)
+
+    def factor_shapes(self, name: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """The stored shapes of the A (r × in) and B (out × r) factors of the target weight ``name``
+        (from the headers)."""
+        pair = self._pairs[name[: -len(".weight")]]
+        return tuple(self._raw.info(pair["A"]).shape), tuple(self._raw.info(pair["B"]).shape)
+
+    def transposed(self, name: str) -> bool:
+        """Whether ``B @ A`` is the transpose of the base weight's layout (embeddings, ``fan_in_fan_out``)."""
+        return "embedding" in self._pairs[name[: -len(".weight")]] or bool(self.adapter_config.get("fan_in_fan_out"))
+
+    def is_embedding(self, name: str) -> bool:
+        """Whether the target weight ``name`` is adapted as an embedding (``lora_embedding_A/B``)."""
+        return "embedding" in self._pairs[name[: -len(".weight")]]
+
+    def _load(self, name: str) -> torch.Tensor:
+        a, b, scale = self.factors(name)
+        delta = (b @ a) * scale
+        return delta.T.contiguous() if self.transposed(name) else delta
 
     def close(self) -> None:
         self._raw.close()

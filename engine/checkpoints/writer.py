@@ -19,7 +19,7 @@ import math
 import os
 import re
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -96,9 +96,10 @@ class CheckpointWriter:
         self._overflow_dtype = torch.float16
         self.metadata = {k: str(v) for k, v in (metadata or {}).items()}
         self._plan, self._shard_sizes = self._layout(plan, parse_size(shard_size))
-        n = len(self._shard_sizes)
+        n = self._model_shards = len(self._shard_sizes)
         self.shard_names = ["model.safetensors"] if n == 1 else [
             f"model-{i + 1:05d}-of-{n:05d}.safetensors" for i in range(n)]
+        self._shard_metadata: dict[int, dict[str, str]] = {}  # files added by add_tensor_file
         self._written: set[str] = set()
         self._buffers: dict[torch.dtype, torch.Tensor] = {}
         self._files: list = []
@@ -129,7 +130,7 @@ class CheckpointWriter:
         return placed, sizes
 
     def _open_shard(self, i: int) -> None:
-        header: dict[str, object] = {"__metadata__": self.metadata}
+        header: dict[str, object] = {"__metadata__": self._shard_metadata.get(i, self.metadata)}
         for t in self._plan.values():
             if t.shard == i:
                 header[t.name] = {"dtype": _ST_DTYPES[t.dtype], "shape": list(t.shape), "data_offsets": [t.begin, t.end]}
@@ -144,6 +145,28 @@ class CheckpointWriter:
     @property
     def planned(self) -> dict[str, PlannedTensor]:
         return self._plan
+
+    def add_tensor_file(self, filename: str, plan: Sequence[tuple[str, tuple[int, ...], torch.dtype]],
+                        metadata: dict[str, str]) -> None:
+        """Plan one more safetensors file in the output, beside the model's shards and outside their index
+        (a method's per-task parts); its tensors are written with ``write`` and checked at ``commit`` like
+        the model's. Call before writing anything."""
+        if filename in self.shard_names or not filename.endswith(".safetensors") or "/" in filename:
+            raise CheckpointError(f"cannot add the tensor file '{filename}'", path=str(self.out_dir))
+        placed, _ = self._layout(plan, math.inf)
+        clash = next((name for name in placed if name in self._plan), None)
+        if clash is not None:
+            raise CheckpointError(f"tensor '{clash}' is planned twice", path=str(self.out_dir), tensor=clash)
+        index = len(self.shard_names)
+        self._plan.update({name: replace(t, shard=index) for name, t in placed.items()})
+        self.shard_names.append(filename)
+        self._shard_metadata[index] = {k: str(v) for k, v in metadata.items()}
+        try:
+            self._open_shard(index)
+        except OSError as exc:
+            self.abort()
+            raise CheckpointError(f"cannot create '{filename}' ({exc.strerror or exc})",
+                                  path=str(self.out_dir)) from exc
 
     def write(self, name: str, tensor: torch.Tensor) -> None:
         """Write one tensor (cast to its planned dtype, moved to the CPU) at its planned place."""
@@ -220,10 +243,10 @@ class CheckpointWriter:
                 f.flush()
                 os.fsync(f.fileno())
                 f.close()
-            if len(self.shard_names) > 1:
-                total = sum(t.end - t.begin for t in self._plan.values())
-                index = {"metadata": {"total_size": total},
-                         "weight_map": {t.name: self.shard_names[t.shard] for t in self._plan.values()}}
+            if self._model_shards > 1:
+                model = [t for t in self._plan.values() if t.shard < self._model_shards]
+                index = {"metadata": {"total_size": sum(t.end - t.begin for t in model)},
+                         "weight_map": {t.name: self.shard_names[t.shard] for t in model}}
                 self.add_text("model.safetensors.index.json", json.dumps(index, indent=2))
             publish(self.tmp_dir, self.out_dir, force=self.force, protected=self.protected)
         except OSError as exc:

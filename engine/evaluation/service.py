@@ -14,7 +14,8 @@ task names or a comma-separated string; all when absent), ``split`` (``test`` by
 ``batch_size``. Importing this module installs what the graph asks about inline entries: their
 checks and path fields (``engine.evaluation.task_detection.InlineEntrySupport``). A scored model's run
 is ``{"name", "recipe_node", "evaluate_node", "type", ["method"], "split", "quick_batches", "tasks":
-{TASK: {...}}, "average": {...}}``.
+{TASK: {...}}, "average": {...}}``. A model carrying one model per task (EMR-Merging) scores each task on
+its own model (``engine.evaluation.task_models``), and its run adds ``"task_models"``: task → input.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from engine.errors import EngineInputError
 from engine.evaluation.runner import EvalCache, Evaluator, checkpoint_key, result_table
 from engine.evaluation.suite import load_tasks
 from engine.evaluation.task_detection import InlineEntrySupport
+from engine.evaluation.task_models import task_models
 from engine.evaluation.tasks import Task
 from engine.graph import GraphRun, Recipe, RunOptions
 from engine.graph.node_kinds import EVALUATE, nodes_of
@@ -118,7 +120,11 @@ class EvaluationService:
         split = options.split or node_split
         experts = evaluator.expert_scores(split=split, quick=options.quick, cancel=run.cancel, progress=run.progress)
         key = node_key(recipe, model_id)
-        scores = self._cached(evaluator, key, split, options.quick)
+        per_task, assigned = task_models(run, model_id), {}
+        if per_task is not None:  # a model carrying one model per task (EMR): each task scored on its own
+            scores, assigned = per_task.scores(evaluator, key, split, options.quick)
+        else:
+            scores = self._cached(evaluator, key, split, options.quick)
         if scores is None:
             state = run.materialize(model_id)
             scores = evaluator.scores(state, split=split, quick=options.quick, model_key=key,
@@ -127,7 +133,8 @@ class EvaluationService:
         node = recipe.nodes[model_id]
         method = {node.kind.method_param: node.params.get(node.kind.method_param)} if node.kind.method_param else {}
         return {"name": model_id, "recipe_node": model_id, "evaluate_node": evaluate_id, "type": node.type,
-                **method, "split": split, "quick_batches": options.quick, **result_table(scores, experts)}
+                **method, "split": split, "quick_batches": options.quick, **result_table(scores, experts),
+                **({"task_models": assigned} if assigned else {})}
 
     @staticmethod
     def _cached(evaluator: Evaluator, key: str, split: str, quick: int | None):

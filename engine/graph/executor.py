@@ -23,9 +23,12 @@ import torch
 
 import engine
 from engine.checkpoints import Checkpoint, CheckpointWriter, TensorInfo, layer_index, num_layers
+from engine.checkpoints.vocab import TOKENIZER_FILES, VocabAlignment, needs_alignment, plan_vocabulary
 from engine.errors import CheckpointError, EngineInputError
 from engine.graph.node_kinds import DELTA, MODEL, SAVE, ModelScorer, node_kind, nodes_of, sink_ids
 from engine.graph.recipe import Recipe
+from engine.graph.stacking import restack_config
+from engine.graph.tensor_tables import TensorTable, TensorTables
 from engine.graph.statistics_files import StatisticsFiles
 from engine.graph.validate import open_checkpoints, output_kinds, reference_checkpoint, require_valid, topological_order
 from engine.methods import MergeInputs, TensorContext, get_method
@@ -104,29 +107,76 @@ class GraphRun:
         self.checkpoints: dict[str, Checkpoint] = open_checkpoints(recipe)
         for ckpt in self.checkpoints.values():
             refuse_scaled_fp8(ckpt)
+        self.vocabulary = self._vocabulary_views()
         self.kinds = output_kinds(recipe, self.checkpoints)
         self.order = topological_order(recipe)
         self.result = RunResult()
         self._stats: dict[str, Any] = {}
-        self._memo: dict[str, torch.Tensor | None] = {}
-        self._loaded: dict[str, torch.Tensor] = {}
-        self._out_buffers: dict[str, torch.Tensor] = {}
+        self._memo: dict[tuple[str, ...], torch.Tensor | None] = {}  # (node, name) → value, for the current name
+        self._loaded: dict[tuple[str, str], torch.Tensor] = {}  # (checkpoint, name) → tensor read for it
+        self._out_buffers: dict[tuple[str, int], torch.Tensor] = {}
         self._scratch: torch.Tensor | None = None
         self._index = recipe.index()
         self._references: dict[str, str | None] = {}
         self._layer_counts: dict[str, int] = {}
+        self.tables = TensorTables(recipe, lambda: self.checkpoints, self.reference_id)
+        self._renames = any(node_kind(n.type).renames for n in recipe.nodes.values())
+        self._buffer_names: dict[str, list[str]] = {}  # node → the names its reused buffers hold for this step
         self._dependencies: dict[str, list[str]] = {}
         self._statistics_files = StatisticsFiles()  # a merge's statistics file, opened on first use
+        self.task_views: dict[str, int] = {}  # merge node → input whose own model it outputs (methods with task parts)
         self.reuse_buffers = True  # off while materialising, whose results must outlive the name
         self._pool = ThreadPoolExecutor(max_workers=max(1, min(8, len(self.checkpoints))), thread_name_prefix="ws-read")
+        self._vocabulary_key: tuple[str, str] | None = None
+        if self.vocabulary is not None:  # planned for the first Save node, else the first merge's base
+            saves = nodes_of(self.recipe, SAVE)
+            first = saves[0] if saves else next((n for n in self.order if not node_kind(self.recipe.nodes[n].type).source
+                                                 and self.reference_id(n) is not None), None)
+            if first is not None:
+                self._use_vocabulary(self.vocabulary,
+                                     self._save_vocabulary(first) if saves else (self.reference_id(first),) * 2)
+
+    # ---- vocabularies ----------------------------------------------------------------------------
+    def _vocabulary_views(self) -> VocabAlignment | None:
+        """When the models' vocabularies differ or a Save node asks for another tokenizer, the checkpoints
+        become views whose embedding / LM-head rows are aligned by token (``engine.checkpoints.vocab``)."""
+        if not needs_alignment(self.checkpoints) and all(
+                node.params.get("tokenizer_source", "base") == "base" for node in self.recipe.nodes.values()
+                if node_kind(node.type) is SAVE):
+            return None
+        alignment = VocabAlignment(self.checkpoints)
+        self.checkpoints = alignment.views
+        return alignment
+
+    def _save_vocabulary(self, save_id: str) -> tuple[str, str]:
+        """(tokenizer source, base) of a Save node: 'base' is the node its files are copied from (for a
+        layer stack, the input its embeddings come from)."""
+        params = self.recipe.nodes[save_id].params
+        base = self.files_source(self.input(save_id, "model"))
+        source = params.get("tokenizer_source") or "base"
+        if source == "base":
+            files = params.get("copy_files_from")
+            source = files if files in self.checkpoints else base
+        return source, base
+
+    def _use_vocabulary(self, alignment: VocabAlignment, key: tuple[str, str]) -> None:
+        """Align on the vocabulary of ``key`` (source, base); statistics gathered on another are dropped."""
+        if key == self._vocabulary_key:
+            return
+        plan = plan_vocabulary(alignment.raw, key[1], key[0])
+        alignment.use(plan)
+        self._vocabulary_key = key
+        self._stats.clear()
+        self.result.warnings.extend(n for n in plan.notes if n not in self.result.warnings)
 
     # ---- names and shapes ----------------------------------------------------------------------
-    def reference(self, node_id: str) -> Checkpoint:
-        """The checkpoint whose tensor names and shapes a node follows (looked up once per node)."""
-        ref = self.reference_id(node_id)
-        if ref is None:
+    def reference(self, node_id: str) -> TensorTable:
+        """The tensors a node outputs: its reference checkpoint's, or a layer stack's planned ones
+        (``engine.graph.tensor_tables``; each planned once per run)."""
+        table = self.tables.table(node_id)
+        if table is None:
             raise EngineInputError(f"node '{node_id}' has no full model upstream to take tensor names from")
-        return self.checkpoints[ref]
+        return table
 
     def reference_id(self, node_id: str) -> str | None:
         """``reference_checkpoint`` of a node, remembered for the run."""
@@ -175,11 +225,40 @@ class GraphRun:
             t = t.pin_memory()
         return t
 
-    def _submit(self, name: str, ckpt_ids: list[str]) -> dict[str, Future]:
-        numel = sum(self.checkpoints[nid].info(name).numel for nid in ckpt_ids if name in self.checkpoints[nid])
+    def _submit(self, reads: list[tuple[str, str]]) -> dict[tuple[str, str], Future]:
+        numel = sum(self.checkpoints[nid].info(n).numel for nid, n in reads if n in self.checkpoints[nid])
         if numel < _INLINE_READ_ELEMENTS:
-            return {nid: self._read_now(nid, name) for nid in ckpt_ids}
-        return {nid: self._pool.submit(self._read, nid, name) for nid in ckpt_ids}
+            return {(nid, n): self._read_now(nid, n) for nid, n in reads}
+        return {(nid, n): self._pool.submit(self._read, nid, n) for nid, n in reads}
+
+    def read_plan(self, ckpt_ids: list[str], targets: Iterable[str] | None = None):
+        """For an output name, the (checkpoint, tensor name) pairs to read ahead: the name itself in every
+        checkpoint, unless a layer stack renames tensors on the way; then what computing ``targets`` for
+        that name reads (without ``targets``, nothing is read ahead: each tensor is read when asked)."""
+        if not self._renames:
+            return lambda name: [(c, name) for c in ckpt_ids]
+        wanted = list(targets or [])
+        return lambda name: self._reads(wanted, name)
+
+    def _reads(self, targets: list[str], name: str) -> list[tuple[str, str]]:
+        """The (checkpoint, tensor name) pairs that computing ``targets`` for ``name`` reads."""
+        todo = [(t, name) for t in targets if name in self.reference(t)]
+        seen: set[tuple[str, str]] = set()
+        found = []
+        while todo:
+            nid, n = todo.pop()
+            if (nid, n) in seen:
+                continue
+            seen.add((nid, n))
+            kind = node_kind(self.recipe.nodes[nid].type)
+            if kind.source:
+                if nid in self.checkpoints and n in self.checkpoints[nid]:
+                    found.append((nid, n))
+            elif kind.renames:
+                todo.extend([self.reference(nid).sources[n]] if n in self.reference(nid).sources else [])
+            else:
+                todo.extend((s, n) for s in self._index.sources.get(nid, []))
+        return found
 
     def _read_now(self, nid: str, name: str) -> Future:
         """``_read`` in this thread, its outcome held in a finished future like a pooled read's."""
@@ -190,22 +269,25 @@ class GraphRun:
             fut.set_exception(exc)
         return fut
 
-    def _receive(self, name: str, futures: dict[str, Future]) -> None:
+    def _receive(self, name: str, futures: dict[tuple[str, str], Future]) -> None:
         self._memo.clear()
+        self._buffer_names.clear()
         self._loaded = {}
-        for nid, fut in futures.items():
+        for key, fut in futures.items():
             t = fut.result()
             if t is not None:
-                self._loaded[nid] = t
+                self._loaded[key] = t
                 self.result.bytes_read += t.numel() * t.element_size()
 
-    def stream(self, names: list[str], ckpt_ids: list[str]):
-        """Yield each name once its input tensors are loaded; the next name's reads run meanwhile."""
-        pending = self._submit(names[0], ckpt_ids) if names else {}
+    def stream(self, names: list[str], ckpt_ids: list[str], targets: Iterable[str] | None = None):
+        """Yield each name once its input tensors are loaded; the next name's reads run meanwhile.
+        ``targets`` are the nodes to be computed (what is read ahead when a layer stack renames tensors)."""
+        plan = self.read_plan(ckpt_ids, targets)
+        pending = self._submit(plan(names[0])) if names else {}
         for i, name in enumerate(names):
             self.cancel.raise_if_cancelled()
             current = pending
-            pending = self._submit(names[i + 1], ckpt_ids) if i + 1 < len(names) else {}
+            pending = self._submit(plan(names[i + 1])) if i + 1 < len(names) else {}
             try:
                 self._receive(name, current)
             except BaseException:
@@ -223,18 +305,27 @@ class GraphRun:
         Checkpoint values keep their stored dtype (so linear merges can accumulate straight from
         fp16/bf16); everything computed is in the compute dtype. ``value`` gives the cast form.
         """
-        if node_id in self._memo:
-            return self._memo[node_id]
+        if (node_id, name) in self._memo:
+            return self._memo[(node_id, name)]
         for dep in self._inputs_first(node_id):  # so that evaluating a node never recurses more than a step
-            if dep not in self._memo:
-                self._memo[dep] = self._evaluate(dep, name)
-        value = self._memo[node_id] = self._evaluate(node_id, name)
+            if (dep, name) not in self._memo:
+                self._memo[(dep, name)] = self._evaluate(dep, name)
+        value = self._memo[(node_id, name)] = self._evaluate(node_id, name)
         return value
 
     def _inputs_first(self, node_id: str) -> list[str]:
-        """The computed (non-checkpoint) nodes ``node_id`` depends on, in dependency order (once per node)."""
+        """The computed (non-checkpoint) nodes ``node_id`` depends on for the same tensor name, in dependency
+        order (once per node): not past a layer stack, which asks its inputs for other names."""
         if node_id not in self._dependencies:
-            upstream = set(self._index.upstream(node_id))
+            upstream: set[str] = set()
+            renames = node_kind(self.recipe.nodes[node_id].type).renames
+            todo = [] if renames else list(self._index.sources.get(node_id, []))
+            while todo:
+                nid = todo.pop()
+                if nid not in upstream:
+                    upstream.add(nid)
+                    if not node_kind(self.recipe.nodes[nid].type).renames:
+                        todo.extend(self._index.sources.get(nid, []))
             self._dependencies[node_id] = [n for n in self.order
                                            if n in upstream and not node_kind(self.recipe.nodes[n].type).source]
         return self._dependencies[node_id]
@@ -242,7 +333,7 @@ class GraphRun:
     def _evaluate(self, node_id: str, name: str) -> torch.Tensor | None:
         """One node's value for ``name``, its inputs' values taken from (or put into) the memo."""
         kind = node_kind(self.recipe.nodes[node_id].type)
-        if not kind.source and not self.reference(node_id).info(name).dtype.is_floating_point:
+        if not (kind.source or kind.renames) and not self.reference(node_id).info(name).dtype.is_floating_point:
             # integer buffers (position ids, masks) are not merged: models keep the reference's copy
             return None if self.kinds[node_id] == DELTA else self.compute(self.reference_id(node_id), name)
         return kind.compute(self, node_id, name)
@@ -252,7 +343,7 @@ class GraphRun:
         t = self.compute(node_id, name)
         if t is None or not t.is_floating_point() or t.dtype == self.compute_dtype:
             return t
-        key = f"{node_id}\0cast"
+        key = (node_id, name, "cast")
         if key not in self._memo:
             self._memo[key] = t.to(self.compute_dtype)
         return self._memo[key]
@@ -260,7 +351,7 @@ class GraphRun:
     def checkpoint_tensor(self, nid: str, name: str) -> torch.Tensor | None:
         """A checkpoint's stored tensor on the device (None: a task vector's file lacks it, i.e. zero)."""
         ckpt = self.checkpoints[nid]
-        raw = self._loaded.get(nid)
+        raw = self._loaded.get((nid, name))
         if raw is None:
             if name in ckpt:
                 raw = self._read(nid, name)
@@ -317,7 +408,7 @@ class GraphRun:
         base_ids = self.recipe.inputs(node_id, "base")
         if base_ids:
             terms.append((self.compute(base_ids[0], name), base_coef))
-        out = self._output_buffer(node_id, self.reference(node_id).info(name).shape)
+        out = self._output_buffer(node_id, name, self.reference(node_id).info(name).shape)
         first = True
         for x, c in terms:
             if x is not None and c != 0.0:
@@ -327,15 +418,20 @@ class GraphRun:
             out.zero_()
         return out
 
-    def _output_buffer(self, node_id: str, shape: tuple[int, ...]) -> torch.Tensor:
+    def _output_buffer(self, node_id: str, name: str, shape: tuple[int, ...]) -> torch.Tensor:
         """An fp32 tensor for a node's result; while streaming to disk, one reused buffer per node
-        (the result is written before the next name), which spares the allocator's page faults."""
+        (the result is written before the next name), which spares the allocator's page faults; a node
+        that layer stacks ask for several names at once gets one buffer per name."""
         numel = math.prod(shape)
         if not self.reuse_buffers:
             return torch.empty(shape, dtype=self.compute_dtype, device=self.device)
-        buf = self._out_buffers.get(node_id)
+        held = self._buffer_names.setdefault(node_id, [])
+        if name not in held:
+            held.append(name)
+        key = (node_id, held.index(name))
+        buf = self._out_buffers.get(key)
         if buf is None or buf.numel() < numel:
-            buf = self._out_buffers[node_id] = torch.empty(numel, dtype=self.compute_dtype, device=self.device)
+            buf = self._out_buffers[key] = torch.empty(numel, dtype=self.compute_dtype, device=self.device)
         return buf[:numel].view(shape)
 
     def _axpy(self, out: torch.Tensor, x: torch.Tensor, coef: float, first: bool) -> None:
@@ -367,6 +463,9 @@ class GraphRun:
         try:
             if spec.linear is not None:
                 out = self._linear_merge(node_id, name)
+            elif node_id in self.task_views and spec.task_parts is not None:
+                inputs, params, ctx = self.merge_inputs(node_id, name)
+                out = spec.task_parts.model(inputs, params, ctx, self.task_views[node_id])
             else:
                 inputs, params, ctx = self.merge_inputs(node_id, name)
                 out = spec.merge(inputs, params, ctx)
@@ -398,7 +497,7 @@ class GraphRun:
             ckpts = self.checkpoints_for([nid])
             for pass_index in range(stat.passes):
                 tracker = ProgressTracker(self.progress, f"statistics {nid} ({pass_index + 1}/{stat.passes})", len(names))
-                for name in self.stream(names, ckpts):
+                for name in self.stream(names, ckpts, [nid]):
                     inputs, params, ctx = self.merge_inputs(nid, name)
                     stat.observe(pass_index, inputs, params, ctx)
                     tracker.advance()
@@ -411,11 +510,13 @@ class GraphRun:
         self.reuse_buffers = False
         if self.kinds.get(node_id) not in (MODEL, DELTA):
             raise EngineInputError(f"node '{node_id}' does not produce weights")
+        if self.vocabulary is not None and self.vocabulary.plan is None:
+            self._use_vocabulary(self.vocabulary, (self.reference_id(node_id),) * 2)
         self.gather_statistics([node_id])
         infos = self.tensor_infos(node_id)
         tracker = ProgressTracker(self.progress, f"computing {node_id}", len(infos))
         out: dict[str, torch.Tensor] = {}
-        for name in self.stream([i.name for i in infos], self.checkpoints_for([node_id])):
+        for name in self.stream([i.name for i in infos], self.checkpoints_for([node_id]), [node_id]):
             value = self.value(node_id, name)
             out[name] = torch.zeros(self.reference(node_id).info(name).shape, device=self.device) if value is None else value
             tracker.advance()
@@ -448,20 +549,32 @@ class GraphRun:
         if not saves:
             raise EngineInputError("the recipe has no Save node to write")
         sources = {s: self.recipe.inputs(s, "model")[0] for s in saves}
+        if self.vocabulary is not None:
+            keys = {s: self._save_vocabulary(s) for s in saves}
+            if len(set(keys.values())) > 1:
+                a, b = list(dict((k, s) for s, k in keys.items()).values())[:2]
+                raise EngineInputError(f"Save nodes '{a}' and '{b}' need different vocabularies (tokenizer_source "
+                                       f"'{keys[a][0]}' and '{keys[b][0]}'); run them one at a time")
+            self._use_vocabulary(self.vocabulary, keys[saves[0]])
         self.gather_statistics(sources.values())
         infos = {s: self.tensor_infos(src) for s, src in sources.items()}
         names = list(dict.fromkeys(i.name for s in saves for i in infos[s]))
         ckpts = self.checkpoints_for(sources.values())
-        total_bytes = sum(self.checkpoints[c].info(n).nbytes for c in ckpts for n in names if n in self.checkpoints[c])
+        plan = self.read_plan(ckpts, sources.values())
+        total_bytes = sum(self.checkpoints[c].info(n).nbytes for name in names for c, n in plan(name)
+                          if n in self.checkpoints[c])
         tracker = ProgressTracker(self.progress, "merging", len(names), total_bytes)
         with ExitStack() as stack:
             writers = {s: stack.enter_context(self._writer(s, infos[s], force)) for s in saves}
             counted = self.result.bytes_read
-            for name in self.stream(names, ckpts):  # this name's inputs are read (and counted) once it is yielded
+            # this name's inputs are read (and counted) once it is yielded
+            for name in self.stream(names, ckpts, sources.values()):
                 for s, src in sources.items():
                     if name in writers[s].planned:
                         value = self.compute(src, name)
                         writers[s].write(name, value)
+                        for part, tensor in self.task_parts(src, name).items():
+                            writers[s].write(part, tensor)
                 self.result.tensors += 1
                 tracker.advance(nbytes=self.result.bytes_read - counted, message=name)
                 counted = self.result.bytes_read
@@ -486,22 +599,65 @@ class GraphRun:
                                   protected=protected)
         self.result.warnings.extend(writer.notes)
         try:
-            source = params.get("copy_files_from") or reference_checkpoint(
-                self.recipe, self.recipe.inputs(save_id, "model")[0], self.checkpoints)
+            self._plan_task_parts(writer, self.recipe.inputs(save_id, "model")[0], plan, metadata)
+            model_id, chosen = self.recipe.inputs(save_id, "model")[0], params.get("copy_files_from")
+            source = chosen if chosen in self.checkpoints else self.files_source(chosen or model_id)
+            table = self.reference(model_id)
+            layers = [i for _, i in table.layers] if table.renamed else None  # a stack: its layer count and order
+            vocab = self.vocabulary.plan if self.vocabulary is not None else None
             if source in self.checkpoints:
                 folder = self.checkpoints[source].path
                 folder = folder if folder.is_dir() else folder.parent
                 for fname in COPIED_FILES:
+                    if vocab is not None and fname in TOKENIZER_FILES:
+                        continue
                     if fname == "config.json" and (folder / fname).is_file():
-                        copy_config(writer, folder / fname, plan)
+                        self.result.warnings.extend(copy_config(writer, folder / fname, plan, layers=layers,
+                                                                vocab_size=vocab.rows if vocab else None))
                     elif (folder / fname).is_file():
                         writer.add_file(folder / fname)
+            if vocab is not None:
+                vocab.write_tokenizer(writer)
             if params.get("model_card", True):
                 writer.add_text("README.md", model_card(self.recipe, save_id))
         except OSError as exc:
             writer.abort()
             raise CheckpointError(f"cannot copy model files ({exc})", path=str(writer.out_dir)) from exc
         return writer
+
+    def files_source(self, node_id: str) -> str | None:
+        """The checkpoint node whose config and tokenizer files describe a node's output (a layer stack's
+        is the input its embeddings come from)."""
+        table = self.tables.table(node_id)
+        return table.files_from if table is not None else None
+
+    def _task_parts_spec(self, node_id: str):
+        """The ``TaskParts`` of the method of a merge node (None for other nodes and methods)."""
+        node = self.recipe.nodes[node_id]
+        spec = node_kind(node.type).method(node)
+        return spec.task_parts if spec is not None else None
+
+    def _plan_task_parts(self, writer: CheckpointWriter, src: str, plan: list, metadata: dict[str, str]) -> None:
+        """Plan the per-task parts file of a saved merge whose method has task parts (``TaskParts``)."""
+        parts = self._task_parts_spec(src)
+        if parts is None:
+            return
+        keys = self.recipe.inputs(src, "models")
+        tensors = [(name + suffix, shape_, dtype_) for name, shape, dtype in plan if dtype.is_floating_point
+                   for suffix, shape_, dtype_ in parts.plan(shape, dtype, len(keys))]
+        tasks = [{"name": k, "expert": str(self.checkpoints[k].path) if k in self.checkpoints else None} for k in keys]
+        node = self.recipe.nodes[src]
+        params = {**get_method(node.params["method"]).defaults(), **node.params}
+        writer.add_tensor_file(parts.file, tensors, {**metadata, **parts.metadata(params, self._stats.get(src), tasks)})
+
+    def task_parts(self, node_id: str, name: str) -> dict[str, torch.Tensor]:
+        """A merge node's saved per-task parts for tensor ``name`` (``<name><suffix>`` → tensor; empty for
+        methods without task parts and for tensors that are not merged)."""
+        parts = self._task_parts_spec(node_id)
+        if parts is None or not self.reference(node_id).info(name).dtype.is_floating_point:
+            return {}
+        inputs, params, ctx = self.merge_inputs(node_id, name)
+        return {name + suffix: t for suffix, t in parts.tensors(inputs, params, ctx).items()}
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
@@ -533,9 +689,12 @@ def versions() -> dict[str, str]:
     return {"weightsmith": engine.__version__, "torch": torch.__version__, "safetensors": safetensors.__version__}
 
 
-def copy_config(writer: CheckpointWriter, src: Path, plan: list) -> None:
+def copy_config(writer: CheckpointWriter, src: Path, plan: list, vocab_size: int | None = None,
+                layers: list[int] | None = None) -> list[str]:
     """Copy ``config.json`` with its ``torch_dtype`` (and ``dtype``) set to the saved weights' dtype, so
-    transformers loads the model in the precision it was written in."""
+    transformers loads the model in the precision it was written in, and ``vocab_size`` when given; for a
+    layer stack (``layers``: the source layer of each output layer) its layer count and per-layer settings
+    (``engine.graph.stacking.restack_config``). Returns notes on what could not be set."""
     floats = [dtype for _, _, dtype in plan if dtype.is_floating_point]
     try:
         config = json.loads(src.read_text(encoding="utf-8"))
@@ -543,12 +702,16 @@ def copy_config(writer: CheckpointWriter, src: Path, plan: list) -> None:
         config = None
     if not isinstance(config, dict) or not floats:
         writer.add_file(src)
-        return
+        return [] if layers is None else [f"{src} could not be read: its layer count was not set to {len(layers)}"]
+    notes = [] if layers is None else restack_config(config, layers, str(src))
     name = str(max(set(floats), key=floats.count)).removeprefix("torch.")
     config["torch_dtype"] = name
+    if vocab_size is not None:
+        config["vocab_size"] = vocab_size
     if "dtype" in config:
         config["dtype"] = name
     writer.add_text("config.json", json.dumps(config, indent=2))
+    return notes
 
 
 def model_card(recipe: Recipe, save_id: str) -> str:
@@ -569,6 +732,10 @@ def model_card(recipe: Recipe, save_id: str) -> str:
                          + (f", parameters `{json.dumps(params)}`" if params else ""))
         else:
             lines.append(f"- {node.type} `{nid}` {json.dumps(node.params) if node.params else ''}".rstrip())
+    spec = node_kind(recipe.nodes[src].type).method(recipe.nodes[src])
+    if spec is not None and spec.task_parts is not None:
+        lines += ["", f"`{spec.task_parts.file}` holds what rebuilds each input task's own model ({spec.label}); "
+                      "the model files hold the single merged model and load without it."]
     lines += ["", "The full recipe is stored in the safetensors metadata (`weightsmith_recipe`).", ""]
     return "\n".join(lines)
 

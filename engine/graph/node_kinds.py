@@ -21,6 +21,7 @@ import torch
 from engine.checkpoints import parse_size
 from engine.errors import EngineInputError
 from engine.graph.param_checks import check_param_value, path_problem
+from engine.graph.stacking import parse_slices, slice_problems, stack_table
 from engine.methods import get_method
 from engine.methods.base import MethodSpec, Param, shown
 from engine.runtime.dtypes import parse_dtype
@@ -28,6 +29,7 @@ from engine.runtime.dtypes import parse_dtype
 if TYPE_CHECKING:
     from engine.graph.executor import GraphRun, RunOptions
     from engine.graph.recipe import EdgeIndex, Node, Recipe
+    from engine.graph.tensor_tables import TensorTable, TensorTables
 
 MODEL, DELTA, RESULTS = "model", "delta", "results"
 DTYPE_CHOICES = ("auto", "fp32", "fp16", "bf16")
@@ -73,7 +75,8 @@ class NodeKind:
     """A kind of node. ``source`` kinds read weights from a file named by ``file_param``; ``sink`` kinds
     are the recipe's outputs (``writes_folder``: their ``file_param`` names a folder they write);
     ``method_param`` names the parameter choosing a registry method whose own parameters the node then
-    takes. ``icon`` (a theme icon name) and ``color`` (#rrggbb) are how editors draw it."""
+    takes. ``renames`` kinds output tensors named and shaped by their own plan (``tensor_table``), not
+    their reference's. ``icon`` (a theme icon name) and ``color`` (#rrggbb) are how editors draw it."""
 
     name: str = ""
     label: str = ""
@@ -86,6 +89,7 @@ class NodeKind:
     file_param: str | None = None
     writes_folder: bool = False
     method_param: str | None = None
+    renames: bool = False
     icon: str = "checkpoint"
     color: str = "#8a8f98"
 
@@ -137,6 +141,10 @@ class NodeKind:
     def run_sinks(self, run: "GraphRun", node_ids: list[str], options: "RunOptions") -> None:
         """Run these sink nodes of the graph, recording what they produced in ``run.result``."""
         raise EngineInputError(f"{self.label} nodes are not outputs of a run")
+
+    def tensor_table(self, tables: "TensorTables", node_id: str) -> "TensorTable":
+        """For ``renames`` kinds: the tensors the node outputs, planned from its inputs' tables."""
+        raise EngineInputError(f"{self.label} nodes follow their inputs' tensor names")
 
     def map_relative_paths(self, params: dict[str, Any], fn: Callable[[str], str]) -> None:
         """Replace, in place, every relative file path ``params`` holds by ``fn(path)`` (how a recipe is
@@ -295,6 +303,39 @@ class AddKind(NodeKind):
         return value
 
 
+class StackKind(NodeKind):
+    """Layers taken in order from layer ranges of the inputs (``engine.graph.stacking``)."""
+
+    name, label = "stack", "Layer stack"
+    help = ("A model built from layer ranges of its inputs, in order (frankenmerges; mergekit's slices and "
+            "passthrough): slices \"a[0:24], b[20:40]\" take layers 0–23 of a, then 20–39 of b.")
+    inputs = (Port("models", (MODEL,), multiple=True, label="models"),)
+    output = MODEL
+    params = (Param("slices", "str", "", "the slices in order, NODE[START:END] separated by commas (the end "
+                    "layer is excluded), e.g. a[0:24], b[20:40]"),
+              Param("non_layer_from", "str", "", "input whose embeddings, final norm and LM head to keep "
+                    "(default: the embeddings of the first slice's input, the rest of the last's, as mergekit)"))
+    renames = True
+    icon, color = "merge", "#d4699c"
+
+    def problems(self, check: NodeCheck) -> list[str]:
+        return slice_problems(check.node.params, check.inputs("models"))
+
+    def tensor_table(self, tables: "TensorTables", node_id: str) -> "TensorTable":
+        return stack_table(tables, node_id)
+
+    def compute(self, run: "GraphRun", node_id: str, name: str) -> torch.Tensor | None:
+        src, src_name = run.reference(node_id).sources[name]
+        return run.compute(src, src_name)
+
+    def subtitle(self, node: "Node") -> str:
+        try:
+            slices = parse_slices(node.params.get("slices", ""))
+        except EngineInputError:
+            return "no valid slices set"
+        return f"{len(slices)} slice{'s' if len(slices) != 1 else ''}, {sum(s.end - s.start for s in slices)} layers"
+
+
 class SaveKind(NodeKind):
     name, label = "save", "Save"
     help = "Write the model as (sharded) safetensors with index, config and model card."
@@ -304,6 +345,9 @@ class SaveKind(NodeKind):
         Param("dtype", "choice", "auto", "output dtype (auto keeps each tensor's input dtype)", choices=DTYPE_CHOICES),
         Param("shard_size", "str", "5GB", "largest shard, e.g. 5GB or 500MB"),
         Param("copy_files_from", "str", "", "node whose config/tokenizer files to copy (default: the base)"),
+        Param("tokenizer_source", "str", "base", "the output's vocabulary: 'base' (the tokenizer copied with the "
+              "files), a checkpoint node id (its tokenizer), or 'union' (every model's tokens); embedding rows "
+              "are aligned by token (docs/vocabulary.md)"),
         Param("model_card", "bool", True, "write a README.md model card"),
     )
     sink = True
@@ -332,6 +376,10 @@ class SaveKind(NodeKind):
         src = params.get("copy_files_from")
         if src and (not isinstance(src, str) or src not in check.recipe.nodes):
             problems.append(f"copy_files_from names {shown(src)}, which is not a node")
+        tok = params.get("tokenizer_source", "base")
+        if tok not in ("base", "union") and not (isinstance(tok, str) and tok in check.recipe.nodes
+                                                 and _BY_NAME.get(check.recipe.nodes[tok].type, NodeKind).source):
+            problems.append(f"tokenizer_source is {shown(tok)}: write 'base', 'union' or a checkpoint node id")
         return problems
 
     def subtitle(self, node: "Node") -> str:
@@ -425,9 +473,9 @@ class EvaluateKind(NodeKind):
 
 
 CHECKPOINT, TASK_VECTOR, MERGE = CheckpointKind(), TaskVectorKind(), MergeKind()
-SCALE, ADD, SAVE, EVALUATE = ScaleKind(), AddKind(), SaveKind(), EvaluateKind()
+SCALE, ADD, STACK, SAVE, EVALUATE = ScaleKind(), AddKind(), StackKind(), SaveKind(), EvaluateKind()
 
-NODE_KINDS: tuple[NodeKind, ...] = (CHECKPOINT, TASK_VECTOR, MERGE, SCALE, ADD, SAVE, EVALUATE)
+NODE_KINDS: tuple[NodeKind, ...] = (CHECKPOINT, TASK_VECTOR, MERGE, SCALE, ADD, STACK, SAVE, EVALUATE)
 _BY_NAME = {k.name: k for k in NODE_KINDS}
 
 

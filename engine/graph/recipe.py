@@ -247,7 +247,11 @@ class Recipe:
             raise EngineInputError(f"malformed recipe: \"name\" must be text, got {type(name).__name__}")
         recipe = cls(name, base_dir)
         for i, n in enumerate(_json_list(data, "nodes")):
-            recipe.add_node(_node_from_json(n, i))
+            node = _node_from_json(n, i)
+            spec = node.kind.method(node) if node.type in KNOWN_KINDS else None
+            if spec is not None and spec.migrate is not None:
+                node.params = spec.migrate(node.params)
+            recipe.add_node(node)
         for i, e in enumerate(_json_list(data, "edges")):
             recipe.edges.append(_edge_from_json(e, i))
         return recipe

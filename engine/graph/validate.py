@@ -17,6 +17,7 @@ from engine.errors import EngineInputError, RecipeError
 from engine.graph.node_kinds import MODEL, NodeCheck, NodeKind, node_kind
 from engine.graph.param_checks import path_problem
 from engine.graph.recipe import EdgeIndex, Recipe
+from engine.graph.tensor_tables import TensorTables
 
 
 @dataclass(frozen=True)
@@ -156,7 +157,8 @@ _REFERENCE_PORTS = ("base", "model", "models", "inputs", "input")
 def reference_checkpoint(recipe: Recipe, node_id: str, checkpoints: Mapping[str, Checkpoint],
                          memo: dict[str, str | None] | None = None, index: EdgeIndex | None = None) -> str | None:
     """The checkpoint node whose tensor names and shapes a node's output follows: its base if it has
-    one, else its first full-model input, recursively.
+    one, else its first full-model input, recursively. A node of a kind that ``renames`` (a layer
+    stack) plans names of its own: the walk stops there and answers that node.
 
     Walks the graph with an explicit stack (any depth); ``memo`` keeps answers across calls that share
     ``index``. A node on a cycle takes no reference through the cycle."""
@@ -167,7 +169,7 @@ def reference_checkpoint(recipe: Recipe, node_id: str, checkpoints: Mapping[str,
     while stack:
         nid = stack[-1]
         node = recipe.nodes.get(nid)
-        if nid in memo or node is None or node_kind(node.type).source:
+        if nid in memo or node is None or node_kind(node.type).source or node_kind(node.type).renames:
             if nid not in memo:
                 memo[nid] = nid if node is not None and (
                     checkpoints.get(nid) is None or checkpoints[nid].kind == MODEL) else None
@@ -186,12 +188,14 @@ def reference_checkpoint(recipe: Recipe, node_id: str, checkpoints: Mapping[str,
 
 
 def upstream_checkpoints(recipe: Recipe, index: EdgeIndex) -> dict[str, tuple[str, ...]]:
-    """For every node, the checkpoint nodes it depends on (nearest first), in one pass in dependency order."""
+    """For every node, the checkpoint nodes it depends on (nearest first), in one pass in dependency order;
+    a renaming node (a layer stack) stands for what it reads."""
     found: dict[str, tuple[str, ...]] = {}
     for nid in topological_order(recipe, index):
         srcs = index.sources.get(nid, [])
-        direct = [s for s in srcs if node_kind(recipe.nodes[s].type).source]
-        found[nid] = tuple(dict.fromkeys([*direct, *(c for s in srcs for c in found[s])]))
+        kinds = {s: node_kind(recipe.nodes[s].type) for s in srcs}
+        direct = [s for s in srcs if kinds[s].source or kinds[s].renames]
+        found[nid] = tuple(dict.fromkeys([*direct, *(c for s in srcs if not kinds[s].renames for c in found[s])]))
     return found
 
 
@@ -200,17 +204,29 @@ def _check_compatibility(recipe: Recipe, checkpoints: Mapping[str, Checkpoint], 
     refs: dict[str, str | None] = {}
     ups = upstream_checkpoints(recipe, index)
     reports = {}
+    tables = TensorTables(recipe, lambda: checkpoints,
+                          lambda n: reference_checkpoint(recipe, n, checkpoints, refs, index))
+    planned: dict[str, bool] = {}  # renaming node → whether its plan fits its inputs
     for nid, node in recipe.nodes.items():
         kind = node_kind(node.type)
-        if kind.source or kind.sink:
+        if kind.renames:
+            try:
+                kind.tensor_table(tables, nid)
+                planned[nid] = True
+            except EngineInputError as exc:
+                problems.append(Problem(nid, str(exc)))
+                planned[nid] = False
+    for nid, node in recipe.nodes.items():
+        kind = node_kind(node.type)
+        if kind.source or kind.sink or kind.renames:
             continue
         ref = reference_checkpoint(recipe, nid, checkpoints, refs, index)
-        if ref is None or ref not in checkpoints:
+        if ref is None or not (ref in checkpoints or planned.get(ref)):
             continue
         for up in ups[nid]:
-            if up != ref and up in checkpoints:
+            if up != ref and (up in checkpoints or planned.get(up)):
                 if (ref, up) not in reports:
-                    reports[(ref, up)] = compare(checkpoints[ref], checkpoints[up])
+                    reports[(ref, up)] = compare(*(checkpoints.get(n) or tables.table(n) for n in (ref, up)))
                 if not reports[(ref, up)].compatible:
                     problems.append(Problem(nid, f"'{up}' does not fit '{ref}': {reports[(ref, up)].reason()}"))
     # the same pair is reported once, at the first node that joins them

@@ -1,4 +1,5 @@
-"""Learned task-vector coefficients, shared by AdaMerging and aTLAS.
+"""Learned task-vector coefficients, shared by AdaMerging, aTLAS and Self Positioning (and the loop by
+Concrete masks, ``engine.learn.concrete``).
 
 The merged model is ``θ = θ0 + Σ_t λ[t, g(n)] τ_t[n]`` where tensor ``n`` belongs to coefficient
 group ``g(n)``. The granularity decides the groups:
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Protocol, Sequence
 
 import torch
 
@@ -104,28 +105,46 @@ class TaskVectorMix:
 Objective = Callable[[dict[str, torch.Tensor]], tuple[torch.Tensor, dict[str, float]]]
 
 
-def optimize(mix: TaskVectorMix, initial: torch.Tensor, objective: Objective, *, steps: int, lr: float,
+class Mix(Protocol):
+    """What ``optimize`` learns through: merged tensors as a differentiable function of one learned
+    tensor (``TaskVectorMix``: the coefficient matrix; a Concrete mask's logits)."""
+
+    def params(self, learned: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The merged tensors for ``learned`` (differentiable in it)."""
+
+
+OPTIMIZERS = ("adam", "sgd")
+
+
+def optimize(mix: Mix, initial: torch.Tensor, objective: Objective, *, steps: int, lr: float,
              clamp: tuple[float, float] | None, phase: str, progress: ProgressCallback | None,
-             cancel: CancelToken | None, clip_norm: float | None = None) -> tuple[torch.Tensor, list[dict[str, float]]]:
-    """Minimise ``objective(merged params)`` over the coefficients with Adam; only the
-    coefficients receive gradients. ``clip_norm`` caps the gradient's norm; ``clamp`` projects the
-    coefficients into a range after each step. Returns the final coefficients and one history entry
-    per step (``step``, ``loss`` and the objective's figures)."""
+             cancel: CancelToken | None, clip_norm: float | None = None, optimizer: str = "adam",
+             penalty: Callable[[torch.Tensor], torch.Tensor] | None = None,
+             ) -> tuple[torch.Tensor, list[dict[str, float]]]:
+    """Minimise ``objective(mix.params(x))`` (+ ``penalty(x)``) over the learned tensor x (the
+    coefficients, or any tensor a mix turns into merged parameters) with Adam or plain SGD
+    (``optimizer``); only x receives gradients. ``clip_norm`` caps the gradient's norm; ``clamp``
+    projects x into a range after each step. Returns the final x and one history entry per step
+    (``step``, ``loss`` — including the penalty — and the objective's figures)."""
     if steps < 1:
         raise EngineInputError("the number of steps must be at least 1")
+    if optimizer not in OPTIMIZERS:
+        raise EngineInputError(f"unknown optimizer '{optimizer}' ({', '.join(OPTIMIZERS)})")
     coefficients = initial.clone().requires_grad_(True)
-    optimizer = torch.optim.Adam([coefficients], lr=lr)
+    step_rule = (torch.optim.Adam if optimizer == "adam" else torch.optim.SGD)([coefficients], lr=lr)
     tracker = ProgressTracker(progress, phase, steps)
     history: list[dict[str, float]] = []
     for step in range(steps):
         if cancel is not None:
             cancel.raise_if_cancelled()
         loss, figures = objective(mix.params(coefficients))
-        optimizer.zero_grad(set_to_none=True)
+        if penalty is not None:
+            loss = loss + penalty(coefficients)
+        step_rule.zero_grad(set_to_none=True)
         loss.backward()
         if clip_norm is not None:
             torch.nn.utils.clip_grad_norm_([coefficients], clip_norm)
-        optimizer.step()
+        step_rule.step()
         if clamp is not None:
             with torch.no_grad():
                 coefficients.clamp_(*clamp)

@@ -7,9 +7,9 @@ at random (``seed``) from ``split`` — FusionBench uses 256 training examples; 
 labels. Dividing by the row count n_t keeps tasks with more rows (longer texts) from dominating.
 
 The Gram matrices go into a statistics file (see ``engine.graph.statistics_files``); the learned recipe's
-merge node becomes ``regmean`` naming that file, with ``alpha`` (off-diagonal shrinkage) and
-``solver`` (``exact`` or MaTS's conjugate gradient) as its parameters — both can be changed later
-without gathering the statistics again.
+merge node becomes ``regmean`` naming that file, with ``alpha`` (off-diagonal shrinkage) as its
+parameter — it can be changed later without gathering the statistics again, and the same file serves
+``mats`` (the system solved by conjugate gradient).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from engine.runtime.progress import ProgressCallback
 
 
 def learn_regmean(recipe: Recipe, node_id: str | None, tasks: Sequence[Task], statistics: str | Path, *,
-                  split: str = "train", examples: int = 256, alpha: float = 0.6, solver: str = "exact",
+                  split: str = "train", examples: int = 256, alpha: float = 0.6,
                   task_map: Mapping[str, str] | None = None, batch_size: int = 256, seed: int = 0,
                   device: str = "auto", progress: ProgressCallback | None = None,
                   cancel: CancelToken | None = None) -> LearnResult:
@@ -67,6 +67,6 @@ def learn_regmean(recipe: Recipe, node_id: str | None, tasks: Sequence[Task], st
         del model
         tracker.advance(message=task.name)
     path = write_statistics(statistics, "regmean", sources.keys, tensors, {"split": split})
-    params = {"method": "regmean", "statistics": str(path), "alpha": alpha, "solver": solver}
+    params = {"method": "regmean", "statistics": str(path), "alpha": alpha}
     info = {"layers": sorted(layers), "examples": counts, "tasks": {k: t.name for k, t in owners.items()}}
     return LearnResult(learned_recipe(recipe, node_id, params), statistics=path, info=info)

@@ -10,6 +10,7 @@ from engine.methods import (  # noqa: F401  (importing a family module registers
     sce, spherical_means, selective, task_singular_vectors, wudi, quantized,
     lore,
 )
+from engine.methods import emr, doge  # noqa: F401  (EMR-Merging with per-task parts; DOGE)
 from engine.methods import data_merge  # noqa: F401  (Fisher merging and RegMean from gathered statistics)
 
 __all__ = [
