@@ -420,9 +420,9 @@ class ResultsPanel(QWidget):
         self.model.set_live(record)
         if event.kind == FULL:
             self.trail.add(record)
-        # a quick frame moves the live artists; the full split (once the value rests) redraws everything,
-        # the references too (the quick frames carry the quick subset's)
-        if event.kind == FULL or not self._update_live_plots(record):
+        # a frame moves the live artists in place; the full split (once the value rests) also moves the
+        # reference marks to the full split's values (the quick frames carry the quick subset's)
+        if not self._update_live_plots(record, references=event.kind == FULL):
             self.refresh_plots()
         if event.kind == QUICK:
             self._show_latency(event)
@@ -502,19 +502,25 @@ class ResultsPanel(QWidget):
         label = self._label(pinned) + " (pinned)" if pinned is not None else "pinned"
         self.bars.set_data(tasks, self._series(metric, runs), self._bar_references(metric, everything), metrics,
                            pinned_label=label)
+        self._refresh_radar(runs, pinned, label)
+        self._show_pareto()
+
+    def _refresh_radar(self, runs: list[dict[str, Any]], pinned: dict[str, Any] | None, label: str) -> None:
+        """The radar of the compared runs' normalized scores, with the pinned run and the base as outlines."""
         radar = self._series(rec.NORMALIZED, runs)
+        everything = runs + ([pinned] if pinned is not None else [])
         refs = rec.normalized_references(self.references(), rec.task_metrics(everything))
         if pinned is not None:
             radar.append(Series(label, {t: rec.metric(pinned, t, rec.NORMALIZED) for t in pinned.get("tasks", {})},
                                 theme.color("warn").name(), reference=True))
         if refs.get("base"):
             radar.append(Series("base", refs["base"], theme.color("muted").name(), reference=True))
-        scored = [t for t in tasks if any(s.values.get(t) is not None for s in radar)]  # tasks with an expert score
+        scored = [t for t in self.model.tasks if any(s.values.get(t) is not None for s in radar)]  # with an expert
         self.radar.set_data(scored, radar)
-        self._show_pareto()
 
-    def _update_live_plots(self, record: dict[str, Any]) -> bool:
-        """Move the live series in place; False when the plots need a rebuild."""
+    def _update_live_plots(self, record: dict[str, Any], references: bool = False) -> bool:
+        """Move the live series (and with ``references`` the reference marks) in place; False when the
+        plots need a rebuild."""
         if not any(s.live for s in self.bars.series):
             return False
         metric = self.metric_box.currentData()
@@ -523,9 +529,15 @@ class ResultsPanel(QWidget):
         metrics = {t: Metric(*m) for t, m in rec.task_metrics([record], metric).items()}
         if set(values) != set(self.bars.tasks) or any(self.bars.metrics.get(t) != m for t, m in metrics.items()):
             return False
-        if not self.bars.update_live(LIVE_LABEL, values, errors):
+        marks, pinned, runs = None, self.pinned(), self.compared()
+        if references:
+            marks = self._bar_references(metric, runs + ([pinned] if pinned is not None else []))
+        if not self.bars.update_live(LIVE_LABEL, values, errors, marks):
             return False
-        self.radar.update_live(LIVE_LABEL, {t: rec.metric(record, t, rec.NORMALIZED) for t in record["tasks"]})
+        if references:  # the base's outline moves too (a hidden radar only notes it)
+            self._refresh_radar(runs, pinned, self._label(pinned) + " (pinned)" if pinned is not None else "pinned")
+        else:
+            self.radar.update_live(LIVE_LABEL, {t: rec.metric(record, t, rec.NORMALIZED) for t in record["tasks"]})
         if record.get("full"):
             self._show_pareto()
         return True

@@ -204,10 +204,12 @@ class TaskBarsPlot(PlotCanvas):
         self.draw_idle()
 
     def _live_artists(self) -> list[Any]:
-        """What a live update moves: the live series' bars and error bars, and the best marks."""
+        """What a live update moves: the live series' bars and error bars, the best marks and the
+        reference marks (the full split's references replace the quick subset's)."""
         live = next((s.label for s in self.series if s.live), None)
         return [*self.bars.get(live, []), *self.error_lines.get(live, []),
-                *(g.best for g in self.groups if g.best is not None)]
+                *(g.best for g in self.groups if g.best is not None),
+                *(lines for marks in self.reference_lines.values() for lines, _tasks in marks)]
 
     def _on_draw(self, _event) -> None:
         """After a full draw (which leaves out the animated live artists): keep the picture as the
@@ -274,10 +276,14 @@ class TaskBarsPlot(PlotCanvas):
                 changed = True
         return changed
 
-    def update_live(self, label: str, values: dict[str, float | None], errors: dict[str, float | None]) -> bool:
-        """Move the bars of series ``label`` in place; False when a full ``set_data`` is needed instead."""
+    def update_live(self, label: str, values: dict[str, float | None], errors: dict[str, float | None],
+                    references: dict[str, dict[str, float]] | None = None) -> bool:
+        """Move the bars of series ``label`` (and, given ``references``, the reference marks) in place;
+        False when a full ``set_data`` is needed instead (a reference mark appears or goes)."""
         bars = self.bars.get(label)
         if bars is None or self.stale_data:
+            return False
+        if references is not None and not self._move_references(references):
             return False
         for rect, t in zip(bars, self.tasks):
             rect.set_height(_nan(values.get(t)))
@@ -300,6 +306,19 @@ class TaskBarsPlot(PlotCanvas):
         for artist in self._live_artists():
             self.figure.draw_artist(artist)
         self.blit(self.figure.bbox)
+        return True
+
+    def _move_references(self, references: dict[str, dict[str, float]]) -> bool:
+        """Set the reference marks to ``references``; False when the marked tasks differ from those drawn."""
+        drawn = {role: [t for _lines, marked in marks for t in marked] for role, marks in self.reference_lines.items()}
+        wanted = {role: [t for t in self.tasks if per.get(t) is not None] for role, per in references.items()}
+        if {r: ts for r, ts in drawn.items() if ts} != {r: ts for r, ts in wanted.items() if ts}:
+            return False
+        for role, marks in self.reference_lines.items():
+            for lines, marked in marks:
+                lines.set_segments([[(a[0], references[role][t]), (b[0], references[role][t])]
+                                    for t, (a, b) in zip(marked, lines.get_segments())])
+        self.refs = dict(references)
         return True
 
     def _groups_with_errors(self, label: str) -> list[_Group]:
