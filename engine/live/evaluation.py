@@ -52,7 +52,7 @@ def split_for(recipe: Recipe, node_id: str, default: str = "test") -> str:
     return str(recipe.nodes[ev].params.get("split", default)) if ev else default
 
 
-PROBE_EXAMPLES = 8  # examples a task is timed on to size its quick subset
+PROBE_SIZES = (1, 8, 64)  # examples a task is timed on to size its quick subset, while they fit its share
 
 
 class LiveEvaluator:
@@ -82,18 +82,24 @@ class LiveEvaluator:
         return {t.name: self.evaluator.plan(t, self.split, quick)[0] for t in self.tasks}
 
     def size_subset(self, state_dict: Mapping[str, torch.Tensor], cancel: CancelToken | None = None) -> None:
-        """With a time budget: time each task on ``state_dict`` at two subset sizes (a fixed cost per call and
-        a cost per example) and size its quick subset so that scoring every task takes about ``budget_s``
-        (at least one example each). Done once; the subset then stays fixed, so every slider position is
-        scored on the same examples."""
+        """With a time budget: time each task on ``state_dict`` at growing subset sizes while they fit the
+        task's share of ``budget_s`` (a slow task such as generation is probed on one example), take a
+        fixed cost per call and a cost per example from the last two, and size the task's quick subset so
+        that scoring every task takes about ``budget_s`` (at least one example each). Done once; the subset
+        then stays fixed, so every slider position is scored on the same examples."""
         if not self.budget_s or self.subset is not None:
             return
         share = self.budget_s / len(self.tasks)
         subset = {}
         for task in self.tasks:
             n = len(task.data(self.split))
-            sizes = sorted({min(n, PROBE_EXAMPLES), min(n, PROBE_EXAMPLES * 8)})
-            seconds = [self._time(task, state_dict, k, cancel) for k in sizes]
+            sizes, seconds = [], []
+            for k in PROBE_SIZES:  # larger probes only while the last one left room in the task's share
+                sizes.append(min(n, k))
+                seconds.append(self._time(task, state_dict, sizes[-1], cancel))
+                if seconds[-1] >= share or sizes[-1] == n:
+                    break
+            sizes, seconds = sizes[-2:], seconds[-2:]
             if len(sizes) == 2:  # a fixed cost per call (building the call, data moves) and a cost per example
                 # (never under a tenth of the average: timing noise must not make examples look free)
                 per_example = max((seconds[1] - seconds[0]) / (sizes[1] - sizes[0]), seconds[1] / sizes[1] / 10)
