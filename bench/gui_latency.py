@@ -112,7 +112,9 @@ def main() -> None:
                 live = window.document.live
                 raise SystemExit(f"{label}: live tuning did not start ({live.state}: {live.message})")
             method = window.document.recipe.nodes[merge].params.get("method")
-            common = {"threads": torch.get_num_threads(), "load": round(os.getloadavg()[0], 2), "method": method}
+            subset = window.document.live.session.evaluator.subset or {}
+            common = {"threads": torch.get_num_threads(), "load": round(os.getloadavg()[0], 2), "method": method,
+                      "quick_examples": sum(subset.values())}  # the quick subset sized to the live time budget
             for param in ("lambda", "density"):
                 if param in window.inspector.fields:
                     row = drag_case(app, window, f"{label}: {param} slider → redrawn plot", param, args.steps,

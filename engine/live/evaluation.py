@@ -53,6 +53,7 @@ def split_for(recipe: Recipe, node_id: str, default: str = "test") -> str:
 
 
 PROBE_SIZES = (1, 8, 64)  # examples a task is timed on to size its quick subset, while they fit its share
+PROBE_SLACK = 4  # the one-example probe stops the probing only when it takes this many times the share
 
 
 class LiveEvaluator:
@@ -83,10 +84,11 @@ class LiveEvaluator:
 
     def size_subset(self, state_dict: Mapping[str, torch.Tensor], cancel: CancelToken | None = None) -> None:
         """With a time budget: time each task on ``state_dict`` at growing subset sizes while they fit the
-        task's share of ``budget_s`` (a slow task such as generation is probed on one example), take a
-        fixed cost per call and a cost per example from the last two, and size the task's quick subset so
-        that scoring every task takes about ``budget_s`` (at least one example each). Done once; the subset
-        then stays fixed, so every slider position is scored on the same examples."""
+        task's share of ``budget_s`` (a task whose one example takes several shares, such as generation,
+        is probed on that one example), take a fixed cost per call and a cost per example from the last
+        two, and size the task's quick subset so that scoring every task takes about ``budget_s`` (at least
+        one example each). Done once; the subset then stays fixed, so every slider position is scored on
+        the same examples."""
         if not self.budget_s or self.subset is not None:
             return
         share = self.budget_s / len(self.tasks)
@@ -94,10 +96,10 @@ class LiveEvaluator:
         for task in self.tasks:
             n = len(task.data(self.split))
             sizes, seconds = [], []
-            for k in PROBE_SIZES:  # larger probes only while the last one left room in the task's share
-                sizes.append(min(n, k))
+            for k in PROBE_SIZES:  # a larger probe only while the last one left room in the task's share (the
+                sizes.append(min(n, k))  # first may hold a fixed cost of a few times the share)
                 seconds.append(self._time(task, state_dict, sizes[-1], cancel))
-                if seconds[-1] >= share or sizes[-1] == n:
+                if seconds[-1] >= share * (PROBE_SLACK if len(sizes) == 1 else 1) or sizes[-1] == n:
                     break
             sizes, seconds = sizes[-2:], seconds[-2:]
             if len(sizes) == 2:  # a fixed cost per call (building the call, data moves) and a cost per example
