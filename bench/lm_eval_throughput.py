@@ -5,7 +5,8 @@
 Both score the same model (the LM demo's base) on the same token blocks of every domain's test text:
 Weightsmith through ``Evaluator`` (the task's reader, batching and metrics), the plain loop through
 ``AutoModelForCausalLM.from_pretrained`` and a cross-entropy over the same labels. Prints one JSON line per
-side with tokens per second (best of ``--repeat`` after a warm-up pass each) and, last, the ratio and the
+side with tokens per second (best of ``--repeat`` passes that alternate between the sides, after a
+warm-up pass each) and, last, the ratio and the
 loss difference.
 """
 
@@ -16,6 +17,7 @@ import json
 import os
 import sys
 import time
+from typing import Callable
 from pathlib import Path
 
 import torch
@@ -27,31 +29,26 @@ from engine.evaluation import Evaluator, load_suite  # noqa: E402
 from engine.evaluation.lm_tasks import IGNORE_INDEX, TextPerplexityTask  # noqa: E402
 
 
-def weightsmith_side(tasks: list[TextPerplexityTask], base: Path, repeat: int) -> tuple[float, float, int]:
-    """Seconds (best of ``repeat``), mean loss per token, tokens scored."""
+def weightsmith_side(tasks: list[TextPerplexityTask], base: Path) -> Callable[[], tuple[float, int]]:
+    """One pass of the task's own scoring: returns (summed loss, tokens scored)."""
     with open_checkpoint(base) as ckpt:
         state = {n: ckpt.get(n, dtype=torch.float32) for n in ckpt.names}
     evaluator = Evaluator(tasks, device="cpu", batch_size=64)
-    evaluator.scores(state, split="test")  # warm-up: the texts are read and tokenised once, kernels warm
-    best, scores = float("inf"), {}
-    for _ in range(repeat):
-        start = time.perf_counter()
+
+    def run() -> tuple[float, int]:
         scores = evaluator.scores(state, split="test")
-        best = min(best, time.perf_counter() - start)
-    tokens = sum(s.n for s in scores.values())
-    loss = sum(s.loss * s.n for s in scores.values()) / tokens
-    return best, loss, tokens
+        return sum(s.loss * s.n for s in scores.values()), sum(s.n for s in scores.values())
+    return run
 
 
-def plain_side(tasks: list[TextPerplexityTask], base: Path, repeat: int) -> tuple[float, float, int]:
-    """The same blocks through a plain transformers loop."""
+def plain_side(tasks: list[TextPerplexityTask], base: Path) -> Callable[[], tuple[float, int]]:
+    """One pass of the same blocks through a plain transformers loop: (summed loss, tokens)."""
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32).eval()
     blocks = [task.data("test") for task in tasks]
-    best, loss, tokens = float("inf"), 0.0, 0
-    for _ in range(repeat + 1):  # the first pass warms up, as on the other side
-        start = time.perf_counter()
+
+    def run() -> tuple[float, int]:
         total, count = 0.0, 0
         with torch.inference_mode():
             for split in blocks:
@@ -63,9 +60,21 @@ def plain_side(tasks: list[TextPerplexityTask], base: Path, repeat: int) -> tupl
                     keep = targets != IGNORE_INDEX
                     total += torch.nn.functional.cross_entropy(logits[keep], targets[keep], reduction="sum").item()
                     count += int(keep.sum())
-        best = min(best, time.perf_counter() - start)
-        loss, tokens = total / count, count
-    return best, loss, tokens
+        return total, count
+    return run
+
+
+def best_of(sides: dict[str, Callable[[], tuple[float, int]]], repeat: int) -> dict[str, tuple[float, float, int]]:
+    """Each side's best seconds over ``repeat`` passes, its mean loss and tokens; the passes alternate
+    between the sides (after one warm-up pass each), so load from elsewhere falls on both alike."""
+    results = {name: run() for name, run in sides.items()}  # warm-up: texts read and tokenised, kernels warm
+    best = dict.fromkeys(sides, float("inf"))
+    for _ in range(repeat):
+        for name, run in sides.items():
+            start = time.perf_counter()
+            results[name] = run()
+            best[name] = min(best[name], time.perf_counter() - start)
+    return {name: (best[name], total / tokens, tokens) for name, (total, tokens) in results.items()}
 
 
 def main() -> None:
@@ -84,8 +93,8 @@ def main() -> None:
     tasks = [t for t in load_suite(zoo / "suite.json") if isinstance(t, TextPerplexityTask)]
     base = zoo / "base"
     common = {"threads": torch.get_num_threads(), "load": round(os.getloadavg()[0], 2), "tasks": len(tasks)}
-    ours = weightsmith_side(tasks, base, args.repeat)
-    plain = plain_side(tasks, base, args.repeat)
+    timed = best_of({"ours": weightsmith_side(tasks, base), "plain": plain_side(tasks, base)}, args.repeat)
+    ours, plain = timed["ours"], timed["plain"]
     for name, (seconds, loss, tokens) in (("weightsmith text-perplexity", ours), ("plain transformers loop", plain)):
         print(json.dumps({"case": name, "tokens": tokens, "seconds": round(seconds, 3),
                           "tokens_per_s": round(tokens / seconds), "loss": round(loss, 6), **common}))

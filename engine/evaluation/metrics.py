@@ -27,7 +27,6 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Mapping
 
 import torch
-import torch.nn.functional as F
 
 
 @dataclass(frozen=True)
@@ -182,12 +181,14 @@ class Accumulator:
         correct, loss, entropy = (logits.new_zeros((), dtype=torch.float64) for _ in range(3))
         for start in range(0, len(labels), rows):
             chunk, target = logits[start:start + rows].float(), labels[start:start + rows]
-            log_p = F.log_softmax(chunk, dim=-1)
-            correct += (chunk.argmax(-1) == target).sum()
-            loss -= log_p.gather(1, target[:, None]).sum()
-            # entropy −Σ p·ln p = lse − Σ p·z per row (no 0·(−inf) to mask; lse read off one column of log_p)
-            lse = chunk[:, 0] - log_p[:, 0]
-            entropy += (lse - torch.linalg.vecdot(log_p.exp_(), chunk)).sum()
+            p = torch.softmax(chunk, dim=-1)
+            top = chunk.argmax(-1, keepdim=True)
+            correct += (top.squeeze(1) == target).sum()
+            # the log-sum-exp read off the top logit, whose probability (≥ 1/classes) never underflows;
+            # the loss −ln p_t = lse − z_t; the entropy −Σ p·ln p = lse − Σ p·z (no 0·(−inf) to mask)
+            lse = (chunk.gather(1, top) - p.gather(1, top).log()).squeeze(1)
+            loss += (lse - chunk.gather(1, target[:, None]).squeeze(1)).sum()
+            entropy += (lse - torch.linalg.vecdot(p, chunk)).sum()
         self.correct += int(correct)
         self.loss_sum += float(loss)
         self.entropy_sum += float(entropy)
