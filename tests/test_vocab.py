@@ -270,3 +270,23 @@ def test_padding_rows_past_the_tokenizer_align_by_index_and_survive_a_union(mode
         if source == "union":
             for token in CHAT_TOKENS:  # only chat has them: its rows, though the base's padding sits at those ids
                 assert torch.allclose(merged[HEAD][vocab[token]], chat[HEAD][_vocab(models["chat"])[token]], atol=1e-6)
+
+
+def test_the_library_says_a_grown_vocabulary_fits_and_how(models, qtbot):
+    """The library's "fits" column explains a vocabulary that grew instead of "same tensor names"."""
+    from PySide6.QtCore import Qt
+
+    from app.library.inspect import inspect_path
+    from app.library.model import FITS, LibraryModel
+
+    library = LibraryModel()
+    base, chat = str(models["base"]), str(models["chat"])
+    for path in (base, chat):
+        library.add_pending(path)
+        library.set_inspection(inspect_path(path))
+    library.set_base(base)
+    library.set_compat(base, {chat: compare(open_checkpoint(models["base"]), open_checkpoint(models["chat"]))})
+    index = library.index(library.row_of(chat), FITS)
+    assert library.data(index, Qt.DisplayRole) == "fits"
+    tip = library.data(index, Qt.ToolTipRole)
+    assert tip.startswith("Fits the base: vocabulary differs: 2 added tokens in ") and tip.endswith("merged by token.")

@@ -223,8 +223,11 @@ class LibraryModel(QAbstractTableModel):
         if col == DTYPE and e.inspection is not None:
             return "Tensors by dtype: " + ", ".join(f"{k} ×{v}" for k, v in e.inspection.summary.dtypes.items())
         if col == FITS and e.compat is not None:
-            return ("Same tensor names and shapes as the base." if e.compat.compatible
-                    else f"Does not fit the base: {e.compat.reason()}")
+            if not e.compat.compatible:
+                return f"Does not fit the base: {e.compat.reason()}"
+            if e.compat.vocabulary:  # rows of the embeddings differ: merged by token
+                return f"Fits the base: {e.compat.vocabulary}."
+            return "Same tensor names and shapes as the base."
         if col == FITS and e.path == self.base_path:
             return "The base: other checkpoints are checked against it."
         return e.path
