@@ -262,3 +262,22 @@ def test_the_inspector_edits_a_stacks_slices_as_text(qtbot):
     field.line.editingFinished.emit()
     assert recipe.nodes["s"].params["slices"] == "a[0:2], b[1:3]"
     assert validate(recipe, open_files=False) == []
+
+
+def test_a_merge_after_a_stack_gets_the_stacks_depth_for_its_layer_gradients(qtbot):
+    """The inspector's per-layer editors of a merge over single-slice stacks count the slice's layers."""
+    from app.document import Document
+    from app.inspector.panel import InspectorPanel
+
+    recipe = Recipe("t")
+    for nid in ("a", "b"):
+        recipe.add_node(Node(nid, "checkpoint", {"path": f"{nid}.safetensors"}))
+        recipe.add_node(Node(f"s{nid}", "stack", {"slices": f"{nid}[2:5]"}))
+        recipe.add_edge(Edge(nid, f"s{nid}", "models"))
+    recipe.add_node(Node("merge", "merge", {"method": "slerp", "t": [0.0, 1.0]}))
+    recipe.add_edge(Edge("sa", "merge", "base"))
+    recipe.add_edge(Edge("sb", "merge", "models"))
+    panel = InspectorPanel(Document(recipe), layers_of=lambda _path: 40)
+    qtbot.addWidget(panel)
+    panel.show_node("merge")
+    assert panel.fields["t"].num_layers() == 3  # layers 2, 3 and 4 of each model, not the checkpoints' 40

@@ -28,6 +28,7 @@ from app.library.view import FILE_FILTER
 from engine.errors import EngineInputError
 from engine.graph.node_kinds import EVALUATE, node_kind
 from engine.graph.recipe import Edge
+from engine.graph.stacking import parse_slices
 from engine.graph.validate import Problem, reference_checkpoint
 from engine.methods import MethodSpec, all_methods, get_method
 from engine.methods.base import GROUPS, Param, Requirement
@@ -280,14 +281,21 @@ class InspectorPanel(QWidget):
                                                                    FILE_FILTER)[0] or None
 
     def _num_layers(self) -> int:
-        """Layers of the model a merge node follows (its base or first model), from the library."""
+        """Layers of the model a merge node follows (its base or first model): from the library, or
+        counted in a layer stack's slices."""
         try:
             ref = reference_checkpoint(self.recipe, self.node_id, {})
         except (EngineInputError, KeyError, RecursionError):
             return 0
         if ref is None:
             return 0
-        path = self.recipe.nodes[ref].params.get("path")
+        node = self.recipe.nodes[ref]
+        if node.kind.renames:  # a layer stack: as many layers as its slices hold
+            try:
+                return sum(s.end - s.start for s in parse_slices(node.params.get("slices", "")))
+            except EngineInputError:
+                return 0
+        path = node.params.get("path")
         return self.layers_of(str(self.recipe.resolve_path(path))) if path else 0
 
     # ---- values ----------------------------------------------------------------------------------
