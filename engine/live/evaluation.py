@@ -87,7 +87,7 @@ class LiveEvaluator:
         task's share of ``budget_s`` (a task whose one example takes several shares, such as generation,
         is probed on that one example), take a fixed cost per call and a cost per example from the last
         two, and size the task's quick subset so that scoring every task takes about ``budget_s`` (at least
-        one example each). Done once; the subset then stays fixed, so every slider position is scored on
+        one example each, and eight where they cost under four shares: one example says little). Done once; the subset then stays fixed, so every slider position is scored on
         the same examples."""
         if not self.budget_s or self.subset is not None:
             return
@@ -108,7 +108,9 @@ class LiveEvaluator:
                 fixed = max(seconds[0] - sizes[0] * per_example, 0.0)
             else:
                 per_example, fixed = seconds[0] / sizes[0], 0.0
-            subset[task.name] = min(n, max(1, int((share - fixed) / per_example)))
+            fitting = int((share - fixed) / per_example)
+            floor = min(PROBE_SIZES[1], int(PROBE_SLACK * share / per_example))  # a few examples when they are cheap
+            subset[task.name] = min(n, max(1, fitting, floor))
         self.subset = subset
 
     def experts(self, *, full: bool, cancel: CancelToken | None = None) -> dict[str, Scores | None]:
