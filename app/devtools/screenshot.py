@@ -1,5 +1,6 @@
-"""``--screenshot``: wait until the window is idle (nothing inspecting, building or running), optionally
-select a node or start a run, save a PNG of the window (or of one dock) and quit with exit code 0."""
+"""``--screenshot``: wait until the window is idle (nothing inspecting, building, running or being scored
+live), optionally select a node or start a run, save a PNG of the window (or of one dock) and quit with
+exit code 0."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 from PySide6.QtCore import QObject, QTimer
 from PySide6.QtWidgets import QApplication, QWidget
 
+from app.live import OPENING
 from app.main_window import MainWindow
 from app.workers import Job, JobState
 from engine.runtime import Progress
@@ -41,8 +43,11 @@ class ScreenshotTaker(QObject):
         self._timer.start()
 
     def _idle(self) -> bool:
+        """Nothing inspecting, building or running, and live tuning (when on) has shown the full split."""
         w = self.window
-        return not w.jobs.active(visible_only=False) and not w.library.pending
+        live = w.document.live
+        settled = live.state != OPENING and (live.loop is None or live.loop.idle(0.0))
+        return not w.jobs.active(visible_only=False) and not w.library.pending and settled
 
     def _poll(self) -> None:
         if time.monotonic() - self._started > IDLE_TIMEOUT_S:
