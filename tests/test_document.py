@@ -150,6 +150,7 @@ def demo_window(qtbot, tmp_path: Path, monkeypatch):
         qtbot.addWidget(win)
         live = win.document.live
         live.settle_s = 60.0  # no full evaluation (it files a run) while the tick is measured
+        win._autosave_timer.stop()  # the periodic autosave serialises the recipe on its own clock, not the tick's
         win.open_project(reduced_zoo() / "demo.json")
         win.show()
         qtbot.waitExposed(win)
