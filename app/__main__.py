@@ -1,7 +1,8 @@
 """``python -m app``: start the Weightsmith studio (or take a screenshot of it, or test the install, and exit).
 
 Start-up order keeps the first pixels early: logging first, then the Qt application with the crash
-hooks, the theme and a splash, and only then the main window's modules, which load torch.
+hooks and the theme, then a window (``app.startup_window``) while torch and the studio's modules load
+on a background thread; the studio window then takes its place.
 """
 
 from __future__ import annotations
@@ -51,7 +52,6 @@ def main(argv: list[str] | None = None) -> int:
     from app import theme
     from app.crash import CrashReporter, enable_fault_log
     from app.settings import AppPaths, Settings
-    from app.splash import show_splash
 
     app = QApplication(sys.argv[:1])
     app.setApplicationName("Weightsmith")
@@ -65,33 +65,30 @@ def main(argv: list[str] | None = None) -> int:
     if args.theme:
         settings.theme = args.theme
     theme.apply_theme(app, settings.theme)
-    splash = None if args.screenshot else show_splash(theme.PALETTES[settings.theme])
+    project = args.project_opt or args.project
+    if args.screenshot:
+        return screenshot(app, args, paths, settings, project)
+    from app.startup_window import launch
 
-    from app.main_window import MainWindow  # loads the engine, and with it torch
+    shell = launch(paths, settings, project)  # noqa: F841 - holds the studio window
+    return app.exec()
+
+
+def screenshot(app, args: argparse.Namespace, paths, settings, project: str | None) -> int:
+    """``--screenshot``: build the studio at the asked size (no start-up window), capture it, exit."""
+    from app.devtools.screenshot import ScreenshotTaker
+    from app.main_window import MainWindow
     from app.startup import open_startup_project
 
     window = MainWindow(paths, settings)
-    if args.screenshot:
-        width, _, height = args.window_size.partition("x")
-        window.resize(int(width), int(height))
+    width, _, height = args.window_size.partition("x")
+    window.resize(int(width), int(height))
     window.show()
-    if splash is not None:
-        splash.finish(window)
-    project = args.project_opt or args.project
-    if args.screenshot:
-        from app.devtools.screenshot import ScreenshotTaker
-
-        open_startup_project(window, project)
-        taker = ScreenshotTaker(window, args.screenshot, select=args.select, run=args.run, part=args.capture)
-        taker.start()
-        app.exec()
-        return taker.exit_code
-    try:
-        window.offer_recovery()
-    except Exception:  # noqa: BLE001 - a broken autosave must never block a start
-        logging.getLogger(__name__).exception("crash recovery failed; starting without it")
     open_startup_project(window, project)
-    return app.exec()
+    taker = ScreenshotTaker(window, args.screenshot, select=args.select, run=args.run, part=args.capture)
+    taker.start()
+    app.exec()
+    return taker.exit_code
 
 
 if __name__ == "__main__":
