@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 LOGO = Path(__file__).resolve().parent.parent / "resources" / "icons" / "app" / "weightsmith-128.png"
 # What the studio needs, in the order it is loaded, with the words the window shows meanwhile.
-STEPS = (("PyTorch", "torch"), ("plots", "matplotlib.pyplot"), ("the studio", "app.main_window"))
+STEPS = (("PyTorch", "torch"), ("plots", "app.plotting"), ("the studio", "app.main_window"))
 
 
 class EngineLoader(QObject):
