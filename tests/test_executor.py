@@ -13,6 +13,7 @@ from safetensors.torch import load_file, save_file
 from engine.checkpoints import open_checkpoint
 from engine.graph import Edge, GraphRun, Node, Recipe, materialize, run_recipe, validate
 from engine.graph.build import simple_merge_recipe
+from tests.methods_helpers import merge_one
 
 
 def load(path: Path) -> dict[str, torch.Tensor]:
@@ -239,3 +240,33 @@ def test_output_config_dtype_and_resolved_recipe_with_versions(tmp_path):
     assert merge["params"]["lambda"] == 0.5 and merge["params"]["density"] == 0.2  # the default, made explicit
     assert merge["params"]["tie_break"] == "keep_all"
     assert json.loads(meta["weightsmith_versions"])["torch"] == torch.__version__
+
+
+def test_a_chunked_inputs_method_gets_fp16_models_as_stored_and_merges_as_from_fp32(tmp_path: Path):
+    """Model Stock declares ``chunked_inputs``: it receives the stored fp16 tensors (no fp32 copy per
+    model) and converts chunk by chunk, with the same result as merging the fp32 values."""
+    g = torch.Generator().manual_seed(3)
+    base = {"layers.0.w": torch.randn(300, 700, generator=g).half(), "norm": torch.randn(700, generator=g).half()}
+    models = [{n: (t.float() + 0.05 * torch.randn(t.shape, generator=g)).half() for n, t in base.items()}
+              for _ in range(3)]
+    save_file(base, tmp_path / "b.safetensors")
+    for k, m in enumerate(models):
+        save_file(m, tmp_path / f"m{k}.safetensors")
+    recipe = simple_merge_recipe("model_stock", [tmp_path / f"m{k}.safetensors" for k in range(3)],
+                                 base=tmp_path / "b.safetensors", params={"filter_wise": True}, out=tmp_path / "o")
+    seen = []
+    with GraphRun(recipe) as run:
+        real = run.merge_inputs
+
+        def watch(node_id, name):
+            inputs, params, ctx = real(node_id, name)
+            seen.append({inputs.base.dtype, *(m.dtype for m in inputs.models)})
+            return inputs, params, ctx
+
+        run.merge_inputs = watch
+        run.save_all()
+    assert seen and all(dtypes == {torch.float16} for dtypes in seen)
+    merged = load_file(str(next((tmp_path / "o").glob("*.safetensors"))))
+    for name, b in base.items():
+        expected = merge_one("model_stock", b.float(), [m[name].float() for m in models], {"filter_wise": True})
+        assert torch.allclose(merged[name].float(), expected.to(merged[name].dtype).float(), atol=1e-3, rtol=0)

@@ -382,12 +382,16 @@ class GraphRun:
         return keys, params, ctx
 
     def merge_inputs(self, node_id: str, name: str) -> tuple[MergeInputs, dict[str, Any], TensorContext]:
-        """What a merge node's method receives for tensor ``name`` (fp32 on the device)."""
+        """What a merge node's method receives for tensor ``name`` (fp32 on the device; models as stored
+        for a method with ``chunked_inputs``, which converts them chunk by chunk)."""
         keys, params, ctx = self._resolve(node_id, name)
         base_ids = self.recipe.inputs(node_id, "base")
-        base = self.value(base_ids[0], name) if base_ids else None
-        values = [self.value(k, name) for k in keys]
-        if any(self.kinds[k] == DELTA for k in keys):
+        deltas = any(self.kinds[k] == DELTA for k in keys)
+        chunked = get_method(self.recipe.nodes[node_id].params["method"]).chunked_inputs and not deltas
+        get = self.compute if chunked else self.value
+        base = get(base_ids[0], name) if base_ids else None
+        values = [get(k, name) for k in keys]
+        if deltas:
             deltas = [torch.zeros_like(base) if v is None else (v if self.kinds[k] == DELTA else v - base)
                       for k, v in zip(keys, values)]
             inputs = MergeInputs(base, keys, deltas=deltas)

@@ -188,9 +188,10 @@ class MergeInputs:
         """Task vectors in new tensors the caller may overwrite (neither cached nor shared).
 
         With ``index`` (a slice or an index tensor over the flattened tensor) only those entries are
-        formed, as flat tensors: methods that stream through a large tensor in cache-sized chunks use
-        this. Costs one allocation per model either way (θt − θ0, or a copy of τt), where ``deltas``
-        followed by an out-of-place operation would cost two.
+        formed, as flat tensors of at least fp32 (an fp16/bf16 input is converted chunk by chunk):
+        methods that stream through a large tensor in cache-sized chunks use this. Costs one allocation
+        per model either way (θt − θ0, or a copy of τt), where ``deltas`` followed by an out-of-place
+        operation would cost two.
         """
         if self._deltas is None and self.base is None:
             raise ValueError("this method needs a base model to form task vectors")
@@ -199,9 +200,14 @@ class MergeInputs:
                 return [d.clone() for d in self._deltas]
             return [m - self.base for m in self._models]
         if self._deltas is not None:
-            return [d.reshape(-1)[index].clone() for d in self._deltas]
-        base = self.base.reshape(-1)[index]
-        return [m.reshape(-1)[index] - base for m in self._models]
+            return [_wide(d.reshape(-1)[index], copy=True) for d in self._deltas]
+        base = _wide(self.base.reshape(-1)[index], copy=False)
+        return [_wide(m.reshape(-1)[index], copy=False) - base for m in self._models]
+
+
+def _wide(t: torch.Tensor, *, copy: bool) -> torch.Tensor:
+    """``t`` in at least fp32 (a copy when ``copy`` or when converted)."""
+    return t.to(torch.promote_types(t.dtype, torch.float32), copy=copy)
 
 
 class ModelStatistic(Protocol):
@@ -307,6 +313,9 @@ class MethodSpec:
     on data (see ``StatisticsFile``). ``task_parts``: the output also holds one model per input task
     (see ``TaskParts``). ``migrate(params)``: how a node's parameters, read from a recipe written before
     one of them moved, are written now (applied when a recipe is read; it may name another method).
+    ``chunked_inputs``: the method reads its model inputs only in chunks (``fresh_deltas(index)``, which
+    converts each chunk to at least fp32), so the streaming executor hands over the tensors as stored
+    (fp16/bf16 stay so) instead of one fp32 copy per input; its output must still be fp32 or wider.
 
     Incremental forms, which live tuning executes without knowing the method:
 
@@ -338,6 +347,7 @@ class MethodSpec:
     statistics_file: StatisticsFile | None = None
     task_parts: TaskParts | None = None
     migrate: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    chunked_inputs: bool = False
     aliases: tuple[str, ...] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:

@@ -36,15 +36,19 @@ def model_stock(inputs: MergeInputs, params: dict[str, Any], ctx: TensorContext)
     - a 1-D tensor with ``filter_wise`` is one row.
 
     Memory: the task vectors are formed chunk by chunk (the dot products accumulated in float64), so
-    beyond the inputs the method holds one output tensor, not N task vectors and their stack.
+    beyond the inputs the method holds one output tensor, not N task vectors and their stack; and it
+    declares ``chunked_inputs``, so the inputs stay in their stored dtype (fp16 inputs are not copied
+    to fp32 first).
     """
     base = inputs.base
     cols = base.shape[-1] if params["filter_wise"] and base.dim() >= 2 else max(base.numel(), 1)
     rows = base.numel() // cols if base.numel() else 0
     n = len(inputs)
     dots = torch.zeros(n, n, max(rows, 1), dtype=torch.float64, device=base.device)
-    total = torch.zeros(base.numel(), dtype=base.dtype, device=base.device)
-    for sl in _row_aligned_chunks(rows, cols, base.device) if rows else []:
+    out_dtype = torch.promote_types(base.dtype, torch.float32)
+    total = torch.zeros(base.numel(), dtype=out_dtype, device=base.device)
+    chunks = _row_aligned_chunks(rows, cols, base.device) if rows else []
+    for sl in chunks:
         deltas = [d.reshape(-1, cols) if rows > 1 else d.reshape(1, -1) for d in inputs.fresh_deltas(sl)]
         first = sl.start // cols if rows > 1 else 0
         last = first + deltas[0].shape[0]
@@ -59,8 +63,15 @@ def model_stock(inputs: MergeInputs, params: dict[str, Any], ctx: TensorContext)
     denom = 1 + (n - 1) * cos
     singular = denom.abs() < 1e-6
     t = torch.where(singular, torch.zeros_like(cos), n * cos / torch.where(singular, torch.ones_like(denom), denom))
-    scale = (t / n).to(base.dtype).unsqueeze(-1)
-    return total.view(-1, cols).mul_(scale).reshape(base.shape).add_(base) if rows else base.clone()
+    scale = (t / n).to(out_dtype).unsqueeze(-1)
+    if not rows:
+        return base.to(out_dtype, copy=True)
+    flat_base = base.reshape(-1)
+    for sl in chunks:  # θ0 + t·mean(τ), the base converted a chunk at a time
+        part = total[sl].view(-1, cols) if rows > 1 else total[sl].view(1, -1)
+        first = sl.start // cols if rows > 1 else 0
+        part.mul_(scale[first:first + part.shape[0]]).add_(flat_base[sl].to(out_dtype).view_as(part))
+    return total.view(base.shape)
 
 
 register(MethodSpec(
@@ -73,6 +84,7 @@ register(MethodSpec(
     ),
     merge=model_stock,
     needs_base=True,
+    chunked_inputs=True,
     min_models=2,
     reference="Jang et al. 2024, Model Stock (arXiv:2403.19522); mergekit model_stock",
 ))
