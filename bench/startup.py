@@ -5,8 +5,8 @@
 Each run is a fresh process (offscreen Qt, its own settings folder) started the way ``python -m app`` starts:
 ``window_s`` is from spawning the process to the first exposed frame of the first window (the start-up
 window, ``app.startup_window``: painted while torch loads on a background thread), ``studio_s`` to
-the studio window shown with an (empty) project open, and ``cli_help_s`` the wall time of
-``weightsmith --help``. Prints one JSON object per line with the median over ``--repeat`` runs and the load.
+the studio window shown with an (empty) project open, ``cli_help_s`` the wall time of
+``weightsmith --help`` and ``cli_inspect_s`` that of ``weightsmith inspect`` on a 60-tensor safetensors file. Prints one JSON object per line with the median over ``--repeat`` runs and the load.
 """
 
 from __future__ import annotations
@@ -20,6 +20,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import numpy as np
+from safetensors.numpy import save_file
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -65,6 +68,17 @@ def cli_help_seconds() -> float:
     return time.perf_counter() - start
 
 
+def cli_inspect_seconds() -> float:
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "model.safetensors"
+        save_file({f"model.layers.{i // 6}.w{i % 6}.weight": np.zeros((64, 64), np.float16) for i in range(60)},
+                  str(path))
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "engine.cli", "inspect", str(path)], cwd=ROOT, capture_output=True,
+                       check=True)
+        return time.perf_counter() - start
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=5)
@@ -72,6 +86,7 @@ def main() -> None:
     starts = [window_seconds() for _ in range(args.repeat)]
     cases = {name: [s[name] for s in starts] for name in ("window_s", "studio_s")}
     cases["cli_help_s"] = [cli_help_seconds() for _ in range(args.repeat)]
+    cases["cli_inspect_s"] = [cli_inspect_seconds() for _ in range(args.repeat)]
     for name, runs in cases.items():
         print(json.dumps({"case": name, "median_s": round(statistics.median(runs), 3),
                           "max_s": round(max(runs), 3), "runs": args.repeat, "load": os.getloadavg()}), flush=True)

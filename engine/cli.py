@@ -74,14 +74,16 @@ def parse_params(items: list[str]) -> dict[str, Any]:
 
 # ---- commands ---------------------------------------------------------------------------------
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from engine.checkpoints import compare, open_checkpoint
+    from engine.checkpoints.open import open_checkpoint  # no torch for headers: inspect starts fast
 
     ckpts = [open_checkpoint(p) for p in args.paths]
+    if len(ckpts) > 1:
+        from engine.checkpoints.compat import compare
     reports = []
     for c in ckpts:
         entry = c.summary().to_json()
         if args.tensors or args.json:
-            entry["tensors"] = [{"name": i.name, "shape": list(i.shape), "dtype": str(i.dtype).removeprefix("torch."),
+            entry["tensors"] = [{"name": i.name, "shape": list(i.shape), "dtype": i.dtype_name,
                                  "layer": i.layer} for i in (c.info(n) for n in c.names)]
         if len(ckpts) > 1 and c is not ckpts[0]:
             entry["compatibility"] = compare(ckpts[0], c).to_json()

@@ -50,6 +50,35 @@ def test_inspect_json_lists_tensors_and_compatibility(tiny_models, capsys):
     assert any(t["name"] == "model.norm.weight" for t in data[0]["tensors"])
 
 
+def test_inspect_reads_headers_without_torch_and_the_reader_still_reads_tensors(tmp_path: Path):
+    """``weightsmith inspect`` of one checkpoint never imports torch (it starts in a fraction of a second);
+    a reader opened that way imports it on the first tensor read and returns the stored values."""
+    from safetensors.torch import save_file
+
+    values = {"a.weight": torch.arange(6, dtype=torch.bfloat16).reshape(2, 3), "b": torch.ones(4, dtype=torch.float16),
+              "ids": torch.arange(3)}
+    save_file(values, tmp_path / "m.safetensors")
+    code = f"""
+import json, sys
+from engine.cli import main
+assert main(["inspect", "--json", {str(tmp_path / "m.safetensors")!r}]) == 0
+assert "torch" not in sys.modules, "inspect imported torch"
+from engine.checkpoints.open import open_checkpoint
+ckpt = open_checkpoint({str(tmp_path / "m.safetensors")!r})
+assert "torch" not in sys.modules and ckpt.info("a.weight").nbytes == 12 and ckpt.info("b").is_floating_point
+assert not ckpt.info("ids").is_floating_point
+print(json.dumps(ckpt.get("a.weight").float().tolist()))
+"""
+    done = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1], capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stderr
+    read = done.stdout.strip().splitlines()[-1]
+    assert json.loads(read) == [[0, 1, 2], [3, 4, 5]]
+    data = json.loads(done.stdout[: done.stdout.rindex("\n[")])
+    assert data["dtypes"] == {"bf16": 1, "fp16": 1, "int64": 1} and data["num_bytes"] == 12 + 8 + 24
+    assert {t["name"]: t["dtype"] for t in data["tensors"]} == {"a.weight": "bfloat16", "b": "float16", "ids": "int64"}
+
+
 def test_run_recipe_with_out_override_and_validate(tmp_path: Path, tiny_models, capsys):
     from engine.graph.build import simple_merge_recipe
 

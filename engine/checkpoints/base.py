@@ -1,4 +1,8 @@
-"""The reader interface every checkpoint format implements, and its inspection summary."""
+"""The reader interface every checkpoint format implements, and its inspection summary.
+
+Torch-free at import: a header is described by names (``TensorInfo.dtype_name``), so opening and
+summarising a checkpoint needs no torch; reading a tensor imports it.
+"""
 
 from __future__ import annotations
 
@@ -8,14 +12,14 @@ import stat
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from engine.checkpoints.layers import layer_index, num_layers
 from engine.errors import CheckpointError
-from engine.runtime.dtypes import dtype_name
+from engine.runtime import dtypes
 
+if TYPE_CHECKING:
+    import torch
 
 
 def require_regular_file(path: Path) -> None:
@@ -32,11 +36,19 @@ def require_regular_file(path: Path) -> None:
 
 @dataclass(frozen=True)
 class TensorInfo:
-    """Header facts of one tensor: known without reading its data."""
+    """Header facts of one tensor: known without reading its data (nor importing torch)."""
 
     name: str
     shape: tuple[int, ...]
-    dtype: torch.dtype
+    dtype_name: str  # torch's name of the stored dtype: float16, bfloat16, int64, …
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return dtypes.to_torch(self.dtype_name)
+
+    @property
+    def is_floating_point(self) -> bool:
+        return dtypes.is_float_name(self.dtype_name)
 
     @property
     def numel(self) -> int:
@@ -44,7 +56,12 @@ class TensorInfo:
 
     @property
     def nbytes(self) -> int:
-        return self.numel * torch.empty((), dtype=self.dtype).element_size()
+        size = dtypes.ITEM_SIZES.get(self.dtype_name)
+        if size is None:  # a dtype checkpoints rarely store: ask torch
+            import torch
+
+            size = torch.empty((), dtype=self.dtype).element_size()
+        return self.numel * size
 
     @property
     def layer(self) -> int | None:
@@ -131,13 +148,13 @@ class Checkpoint:
 
     def summary(self) -> CheckpointSummary:
         infos = list(self._infos.values())
-        dtypes = Counter(dtype_name(i.dtype) for i in infos)
+        counts = Counter(dtypes.dtype_name(i.dtype_name) for i in infos)
         cfg = self.config() or {}
         arch = (cfg.get("architectures") or [None])[0] or cfg.get("model_type")
         return CheckpointSummary(
             path=str(self.path), format=self.format, kind=self.kind, num_tensors=len(infos),
             num_params=sum(i.numel for i in infos), num_bytes=sum(i.nbytes for i in infos),
-            dtypes=dict(dtypes), num_layers=num_layers(self._infos), architecture=arch,
+            dtypes=dict(counts), num_layers=num_layers(self._infos), architecture=arch,
             metadata=dict(self.metadata), notes=list(self.notes),
         )
 

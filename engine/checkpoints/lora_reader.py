@@ -13,13 +13,15 @@ import json
 import math
 import re
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from engine.checkpoints.base import Checkpoint, TensorInfo
 from engine.checkpoints.safetensors_reader import SafetensorsCheckpoint
 from engine.checkpoints.torch_reader import TorchCheckpoint
 from engine.errors import CheckpointError
+
+if TYPE_CHECKING:
+    import torch
 
 _LORA_KEY = re.compile(r"^(?:base_model\.model\.)?(?P<module>.+)\.lora_(?P<part>A|B|embedding_A|embedding_B)(?:\.[^.]+)?(?:\.weight)?$")
 
@@ -69,7 +71,7 @@ class LoraCheckpoint(Checkpoint):
             if "embedding" in pair or self.adapter_config.get("fan_in_fan_out"):
                 shape = (shape[1], shape[0])
             name = f"{module}.weight"
-            self._infos[name] = TensorInfo(name, shape, torch.float32)
+            self._infos[name] = TensorInfo(name, shape, "float32")
 
     def scale(self, module: str) -> float:
         """``alpha / r`` for one module, honouring rank_pattern, alpha_pattern and rsLoRA."""
@@ -81,6 +83,8 @@ class LoraCheckpoint(Checkpoint):
     def factors(self, name: str, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor, float]:
         """``(A, B, scale)`` of the target weight ``name`` as stored, in fp32: its delta is ``scale · B @ A``,
         transposed to the base weight's layout where ``transposed(name)``."""
+        import torch
+
         module = name[: -len(".weight")]
         pair = self._pairs[module]
         a = self._raw.get(pair["A"], device, torch.float32)

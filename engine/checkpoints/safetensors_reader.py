@@ -1,34 +1,38 @@
 """Lazy safetensors reading: one file, or a Hugging Face sharded set with its index.
 
 Headers are read through ``safetensors.safe_open`` (memory-mapped; no tensor data is touched until
-``get``). The library validates headers and offsets, so truncated or garbage files fail on open.
+``get``). The library validates headers and offsets, so truncated or garbage files fail on open. Each
+file is opened once for torch and kept open, so a file replaced on disk meanwhile is still read as it
+was opened; only in a process that has not imported torch (``weightsmith inspect``) is the header read
+through the numpy view instead, and a later ``get`` opens the torch view then.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
 from safetensors import safe_open
 
 from engine.checkpoints.base import Checkpoint, TensorInfo, require_regular_file
 from engine.errors import CheckpointError
 
+if TYPE_CHECKING:
+    import torch
+
+# safetensors' dtype codes → torch's names (both fp8 kinds exist in the torch this project pins)
 _DTYPES = {
-    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
-    "BOOL": torch.bool,
+    "F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64", "I32": "int32",
+    "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool", "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2",
 }
-for _name, _attr in (("F8_E4M3", "float8_e4m3fn"), ("F8_E5M2", "float8_e5m2")):
-    if hasattr(torch, _attr):
-        _DTYPES[_name] = getattr(torch, _attr)
 
 
-def _open(path: Path):
+def _open(path: Path, framework: str = "numpy"):
     require_regular_file(path)
     try:
-        return safe_open(str(path), framework="pt", device="cpu")
+        return safe_open(str(path), framework=framework, device="cpu")
     except FileNotFoundError:
         raise CheckpointError("file not found", path=str(path)) from None
     except Exception as exc:  # SafetensorError and OSError: header too large, truncated, garbage
@@ -42,15 +46,16 @@ class SafetensorsCheckpoint(Checkpoint):
 
     def __init__(self, path: Path, files: list[Path] | None = None, weight_map: dict[str, str] | None = None):
         super().__init__(path)
-        self._handles: dict[Path, object] = {}
+        self._handles: dict[Path, object] = {}  # the files' torch views
         self._file_of: dict[str, Path] = {}
         if weight_map is not None:
             self.format = "safetensors (sharded)"
             folder = path if path.is_dir() else path.parent
             files = sorted({folder / f for f in weight_map.values()})
         for f in files or [path]:
-            handle = _open(f)
-            self._handles[f] = handle
+            handle = _open(f, "pt" if "torch" in sys.modules else "numpy")  # no torch import for a header
+            if "torch" in sys.modules:
+                self._handles[f] = handle
             if not self.metadata:
                 self.metadata = dict(handle.metadata() or {})
             for name in handle.keys():
@@ -73,7 +78,10 @@ class SafetensorsCheckpoint(Checkpoint):
 
     def _load(self, name: str) -> torch.Tensor:
         f = self._file_of[name]
-        return self._handles[f].get_tensor(name)
+        handle = self._handles.get(f)
+        if handle is None:
+            handle = self._handles[f] = _open(f, "pt")
+        return handle.get_tensor(name)
 
     def file_of(self, name: str) -> Path:
         """The file holding ``name`` (for per-file reader threads)."""

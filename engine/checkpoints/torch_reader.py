@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import pickle
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from engine.checkpoints.base import Checkpoint, TensorInfo, require_regular_file
 from engine.errors import CheckpointError
+from engine.runtime.dtypes import torch_name
+
+if TYPE_CHECKING:
+    import torch
 
 
 def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -23,6 +25,8 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     A tensor whose logical size exceeds the bytes its storage holds (an expanded, zero-stride view that
     would allocate its full size on first use) is refused by name before anything is allocated.
     """
+    import torch
+
     require_regular_file(path)
     try:
         try:
@@ -47,7 +51,7 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
                 obj = inner
                 break
     flat: dict[str, torch.Tensor] = {}
-    _flatten(obj, "", flat)
+    _flatten(obj, "", flat, torch.Tensor)
     if not flat:
         raise CheckpointError("the file holds no tensors", path=str(path))
     for name, t in flat.items():
@@ -58,12 +62,12 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return flat
 
 
-def _flatten(obj: Any, prefix: str, out: dict[str, torch.Tensor]) -> None:
-    if isinstance(obj, torch.Tensor):
+def _flatten(obj: Any, prefix: str, out: dict[str, torch.Tensor], tensor_type: type) -> None:
+    if isinstance(obj, tensor_type):
         out[prefix] = obj
     elif isinstance(obj, dict):
         for k, v in obj.items():
-            _flatten(v, f"{prefix}.{k}" if prefix else str(k), out)
+            _flatten(v, f"{prefix}.{k}" if prefix else str(k), out, tensor_type)
 
 
 class TorchCheckpoint(Checkpoint):
@@ -84,7 +88,7 @@ class TorchCheckpoint(Checkpoint):
             sd = load_state_dict(f)
             self._shards[f] = sd
             for name, t in sd.items():
-                self._infos[name] = TensorInfo(name, tuple(t.shape), t.dtype)
+                self._infos[name] = TensorInfo(name, tuple(t.shape), torch_name(t.dtype))
                 self._file_of[name] = f
 
     def _load(self, name: str) -> torch.Tensor:

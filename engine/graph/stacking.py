@@ -137,7 +137,7 @@ def stack_table(tables: TensorTables, node_id: str) -> TensorTable:
     def info(name: str) -> TensorInfo:
         src, src_name = sources[name]
         found = tables.table(src).info(src_name)
-        return TensorInfo(name, found.shape, found.dtype)
+        return TensorInfo(name, found.shape, found.dtype_name)
 
     return TensorTable(f"stack '{node_id}'", "model", [*before, *layer_names, *after], info, layers,
                        files_from, sources)
