@@ -301,3 +301,24 @@ def test_an_invalid_graph_is_never_scored_or_recorded(window, qtbot):
     assert len(panel.records()) == before
     win.document.push(SetParamCommand(win.document, "merge", "method", "ties"))
     qtbot.waitUntil(lambda: controller.state == "live", timeout=20_000)
+
+
+def test_task_columns_keep_the_historys_order_with_or_without_the_live_row(qtbot) -> None:
+    """The live row (whose tasks may come in another order) only appends its new tasks: the columns of a
+    project are the same while tuning live and after reopening it (no live row)."""
+    from app.results.history import HistoryModel
+
+    def run(i, tasks):
+        return {"kind": "run", "id": i, "node": "m", "params": {}, "tasks": {t: {"accuracy": 0.5} for t in tasks},
+                "average": {"accuracy": 0.5}}
+
+    model = HistoryModel()
+    model.set_records([run(1, ["python", "prose"]), run(2, ["python", "prose", "c"])])
+    reopened = list(model.tasks)
+    live = {**run(0, ["c", "logs", "prose", "python"]), "id": None}
+    model.set_live(live)
+    assert model.tasks == ["python", "prose", "c", "logs"]
+    model.set_live({**live, "params": {"lambda": 0.5}})  # a new value of the same shape keeps them
+    assert model.tasks == ["python", "prose", "c", "logs"]
+    model.set_live(None)
+    assert model.tasks == reopened == ["python", "prose", "c"]

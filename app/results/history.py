@@ -66,7 +66,7 @@ class HistoryModel(QAbstractTableModel):
         """Show (or clear) the live row; a same-shaped update only repaints the row."""
         had = self.live is not None
         self.live = record
-        if had and record is not None and rec.task_names([record, *rec.runs(self.records)]) == self.tasks:
+        if had and record is not None and rec.task_names([*rec.runs(self.records), record]) == self.tasks:
             self._rows[0] = record
             self._cells = {k: v for k, v in self._cells.items() if k[0] != 0}
             self.dataChanged.emit(self.index(0, 0), self.index(0, self.columnCount() - 1))
@@ -90,7 +90,9 @@ class HistoryModel(QAbstractTableModel):
     def _rebuild(self) -> None:
         self.beginResetModel()
         runs = rec.runs(self.records)
-        self.tasks = rec.task_names(([self.live] if self.live else []) + runs)
+        # the history's order first: the live row only adds its new tasks at the end, so that the columns
+        # do not move when it appears or goes (a reopened project has none)
+        self.tasks = rec.task_names(runs + ([self.live] if self.live else []))
         self.metrics = rec.task_metrics(runs + ([self.live] if self.live else []))
         column, order = self._sort
         runs = sorted(runs, key=lambda r: self._sort_key(r, column), reverse=order == Qt.DescendingOrder)
