@@ -343,3 +343,30 @@ def test_a_time_budget_sizes_a_fixed_quick_subset(zoo_recipe):
     for task, row in again.tasks.items():
         assert row["n"] == sized[task]
     assert set(refs["experts"]) == set(full)
+
+
+def test_full_split_batches_are_sized_so_a_new_value_cancels_the_scoring_in_flight_soon(zoo_recipe):
+    """Sizing the quick subset also bounds the full split's batches (about FULL_BATCH_S each, from the
+    measured cost per example): scoring is cancelled between batches, so a slider move waits for at most
+    one small batch. The full report is the same as with the evaluator's own batches."""
+    from engine.evaluation.runner import EvalCache
+
+    with single_thread():
+        session = LiveSession(zoo_recipe, "merge", device="cpu", quick_budget_s=0.05)
+        session.update({"method": "task_arithmetic", "lambda": 0.4})
+        evaluator = session.evaluator.evaluator
+        assert evaluator.batch_limits == {}
+        session.evaluate(full=False)
+        sized = dict(evaluator.batch_limits)
+        assert set(sized) <= {t.name for t in evaluator.tasks} and min(sized.values(), default=8) >= 8
+        split = session.evaluator.split
+        evaluator.batch_limits = {t.name: 7 for t in evaluator.tasks}  # as a slow machine would size them
+        assert {evaluator.plan(t, split, None)[1] for t in evaluator.tasks} == {7}
+        small = session.evaluate(full=True)
+        evaluator.batch_limits = {}
+        evaluator.cache = EvalCache()
+        whole = session.evaluate(full=True)
+    assert all(evaluator.plan(t, split, None)[1] > 7 for t in evaluator.tasks)
+    for task, row in whole.tasks.items():
+        assert small.tasks[task]["accuracy"] == pytest.approx(row["accuracy"], abs=1e-9)
+        assert small.tasks[task]["n"] == row["n"]

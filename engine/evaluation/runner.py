@@ -89,6 +89,7 @@ class Evaluator:
         self.device = resolve_device(device)
         self.batch_size = int(batch_size)
         self.cache = cache if cache is not None else EvalCache()
+        self.batch_limits: dict[str, int] = {}  # examples per batch at most, by task name (set by live tuning)
         self._resident: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]] = {}
 
     def _split(self, task: Task, split: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -101,9 +102,11 @@ class Evaluator:
         return self._resident[key]
 
     def batch_size_for(self, task: Task) -> int:
-        """The evaluator's batch size, or less when the task's memory budget says so (``max_batch_size``)."""
+        """The evaluator's batch size, or less when the task's memory budget says so (``max_batch_size``)
+        or ``batch_limits`` does (cancellation is polled between batches: smaller ones answer sooner)."""
         limit = getattr(task, "max_batch_size", None)
-        return min(self.batch_size, int(limit(self.device))) if callable(limit) else self.batch_size
+        size = min(self.batch_size, int(limit(self.device))) if callable(limit) else self.batch_size
+        return max(1, min(size, self.batch_limits.get(task.name, size)))
 
     def plan(self, task: Task, split: str, quick: Quick) -> tuple[int, int, Any]:
         """How ``quick`` scores ``task``: (examples, batch size, the tag its scores are cached under).

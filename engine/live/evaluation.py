@@ -54,6 +54,9 @@ def split_for(recipe: Recipe, node_id: str, default: str = "test") -> str:
 
 PROBE_SIZES = (1, 8, 64)  # examples a task is timed on to size its quick subset, while they fit its share
 PROBE_SLACK = 4  # the one-example probe stops the probing only when it takes this many times the share
+# A full-split batch is sized to take about this long (from the probes' cost per example): a new slider
+# value cancels the full evaluation in flight between two batches, so it waits at most about this.
+FULL_BATCH_S = 0.1
 
 
 class LiveEvaluator:
@@ -87,8 +90,10 @@ class LiveEvaluator:
         task's share of ``budget_s`` (a task whose one example takes several shares, such as generation,
         is probed on that one example), take a fixed cost per call and a cost per example from the last
         two, and size the task's quick subset so that scoring every task takes about ``budget_s`` (at least
-        one example each, and eight where they cost under four shares: one example says little). Done once; the subset then stays fixed, so every slider position is scored on
-        the same examples."""
+        one example each, and eight where they cost under four shares: one example says little), and its
+        full-split batches so that one takes about ``FULL_BATCH_S`` (at least eight examples; a task timed
+        on one example only keeps its batches). Done once; the subset then stays
+        fixed, so every slider position is scored on the same examples."""
         if not self.budget_s or self.subset is not None:
             return
         share = self.budget_s / len(self.tasks)
@@ -111,6 +116,9 @@ class LiveEvaluator:
             fitting = int((share - fixed) / per_example)
             floor = min(PROBE_SIZES[1], int(PROBE_SLACK * share / per_example))  # a few examples when they are cheap
             subset[task.name] = min(n, max(1, fitting, floor))
+            if len(sizes) == 2:  # a cost per example was measured: batches of about FULL_BATCH_S, but not so
+                # small that batching stops paying (a task probed on one example, generation, keeps its own)
+                self.evaluator.batch_limits[task.name] = max(PROBE_SIZES[1], int(FULL_BATCH_S / per_example))
         self.subset = subset
 
     def experts(self, *, full: bool, cancel: CancelToken | None = None) -> dict[str, Scores | None]:
