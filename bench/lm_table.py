@@ -28,10 +28,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.zoo_table import grid_for, table_command  # noqa: E402
+from bench.zoo_table import grid_for, skip_reason, table_command  # noqa: E402
 from engine.evaluation import EvaluationService  # noqa: E402
 from engine.graph import Recipe  # noqa: E402
-from engine.methods import Requirement, all_methods  # noqa: E402
+from engine.methods import all_methods  # noqa: E402
 
 
 def lm_recipe(zoo: Path, method: str, params: dict[str, Any], tasks: list[str]) -> Recipe:
@@ -123,11 +123,9 @@ def main() -> None:
     result = {"zoo": str(args.zoo), "domains": domains, "lora": manifest.get("lora", {}), "table": table,
               "chosen": chosen, "skipped": skipped, "grid": sorted(mine.grid) if mine.grid else "zoo_table"}
     for spec in all_methods():
-        if spec.requirements != frozenset({Requirement.DATA_FREE}):
-            skipped[spec.name] = "needs " + ", ".join(sorted(r.value for r in spec.requirements))
-            continue
-        if spec.max_models is not None and spec.max_models < n_models:
-            skipped[spec.name] = f"merges at most {spec.max_models} model(s), the demo has {n_models}"
+        reason = skip_reason(spec, n_models, "demo")
+        if reason:
+            skipped[spec.name] = reason
             continue
         start = time.perf_counter()
         val = {}

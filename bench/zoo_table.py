@@ -71,6 +71,15 @@ def merge_run(runner: EvaluationService, recipe: Recipe, split: str) -> dict[str
     return runner.evaluate(recipe, split=split, models=["merge"])["runs"][0]
 
 
+def skip_reason(spec, n_models: int, holder: str) -> str | None:
+    """Why a method has no row in a data-free table of ``n_models`` models (None: it has one)."""
+    if spec.requirements != frozenset({Requirement.DATA_FREE}):
+        return "needs " + ", ".join(sorted(r.value for r in spec.requirements))
+    if spec.max_models is not None and spec.max_models < n_models:
+        return f"merges at most {spec.max_models} model(s), the {holder} has {n_models}"
+    return None
+
+
 def table_command(description: str) -> tuple[argparse.Namespace, EvaluationService]:
     """The table scripts' command line (``--zoo``, ``--device``, ``--out``, ``--markdown``), parsed, and the
     evaluation service they score with (one CPU thread, one cache)."""
@@ -107,11 +116,9 @@ def main() -> None:
     }
     chosen, skipped = {}, {}
     for spec in all_methods():
-        if spec.requirements != frozenset({Requirement.DATA_FREE}):
-            skipped[spec.name] = "needs " + ", ".join(sorted(r.value for r in spec.requirements))
-            continue
-        if spec.max_models is not None and spec.max_models < n_models:
-            skipped[spec.name] = f"merges at most {spec.max_models} model(s), the zoo has {n_models}"
+        reason = skip_reason(spec, n_models, "zoo")
+        if reason:
+            skipped[spec.name] = reason
             continue
         start = time.perf_counter()
         val = {}
