@@ -51,16 +51,21 @@ def test_inspect_json_lists_tensors_and_compatibility(tiny_models, capsys):
 
 
 def test_inspect_reads_headers_without_torch_and_the_reader_still_reads_tensors(tmp_path: Path):
-    """``weightsmith inspect`` of one checkpoint never imports torch (it starts in a fraction of a second);
+    """``weightsmith inspect`` of checkpoints (and their comparison) never imports torch (it starts in a
+    fraction of a second);
     a reader opened that way imports it on the first tensor read and returns the stored values."""
     from safetensors.torch import save_file
 
     values = {"a.weight": torch.arange(6, dtype=torch.bfloat16).reshape(2, 3), "b": torch.ones(4, dtype=torch.float16),
               "ids": torch.arange(3)}
     save_file(values, tmp_path / "m.safetensors")
+    save_file({**values, "b": values["b"].float()}, tmp_path / "other.safetensors")
     code = f"""
-import json, sys
+import contextlib, io, json, sys
 from engine.cli import main
+with contextlib.redirect_stdout(io.StringIO()) as both:
+    assert main(["inspect", "--json", {str(tmp_path / "m.safetensors")!r}, {str(tmp_path / "other.safetensors")!r}]) == 0
+assert json.loads(both.getvalue())[1]["compatibility"]["dtype_differs"] == ["b"]
 assert main(["inspect", "--json", {str(tmp_path / "m.safetensors")!r}]) == 0
 assert "torch" not in sys.modules, "inspect imported torch"
 from engine.checkpoints.open import open_checkpoint

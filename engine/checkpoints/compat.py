@@ -71,7 +71,7 @@ def compare(reference: Checkpoint, other: Checkpoint) -> CompatReport:
             a, b = reference.info(n), other.info(n)
             if a.shape != b.shape:
                 report.shape_mismatch.append((n, a.shape, b.shape))
-            elif a.dtype != b.dtype:
+            elif a.dtype_name != b.dtype_name:
                 report.dtype_differs.append(n)
     vocab = [m for m in report.shape_mismatch if is_vocab_difference(*m)]
     on_disk = Path(reference.path).exists() and Path(other.path).exists()  # not a planned table (layer stack)

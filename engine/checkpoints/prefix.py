@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import replace
-from typing import Iterable
-
-import torch
+from typing import TYPE_CHECKING, Iterable
 
 from engine.checkpoints.base import Checkpoint
+
+if TYPE_CHECKING:
+    import torch
 
 
 def find_prefix(reference: Iterable[str], other: Iterable[str], share: float = 0.9) -> tuple[str, str] | None:

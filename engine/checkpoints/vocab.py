@@ -38,12 +38,14 @@ import tempfile
 import threading
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
-import torch
 
 from engine.checkpoints.base import Checkpoint, TensorInfo
 from engine.errors import EngineInputError
+
+if TYPE_CHECKING:  # torch is imported where rows are aligned: comparing vocabularies needs none
+    import torch
 
 VOCAB_NAME = re.compile(r"(?:^|\.)(?:embed_tokens|lm_head|wte|word_embeddings|tok_embeddings|embed_in|embed_out|"
                         r"shared|output_embeddings)\.(?:weight|bias)$")
@@ -181,6 +183,8 @@ class VocabPlan:
     notes: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        import torch
+
         order = torch.arange(self.rows)
         self._prefix = {nid for nid, m in self.maps.items() if bool((m == order).all())}  # rows kept in place
         self.identity = all(self.sizes[nid] == self.rows and nid in self._prefix for nid in self.maps)
@@ -188,6 +192,8 @@ class VocabPlan:
     def align(self, name: str, raw: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Every model's tensor ``name`` with its rows in output order; rows a model lacks hold the base's
         row for that token when the base has it, else the mean of the rows of the models that have it."""
+        import torch
+
         out: dict[str, torch.Tensor] = {}
         have: dict[str, torch.Tensor] = {}
         for nid, t in raw.items():
@@ -278,6 +284,8 @@ def plan_vocabulary(checkpoints: Mapping[str, Checkpoint], base: str, source: st
     ``source`` (a node id, or ``union``); ``base`` is the node whose rows and tokenizer lead.
 
     Input errors name the folder without tokenizer files, or both files of a union of different kinds."""
+    import torch
+
     models = {nid: c for nid, c in checkpoints.items() if c.kind == "model" and vocab_rows(c) is not None}
     if base not in models:
         raise EngineInputError(f"node '{base}' has no embedding tensor to align vocabularies on")
@@ -312,6 +320,8 @@ def plan_vocabulary(checkpoints: Mapping[str, Checkpoint], base: str, source: st
 def _index_map(own: dict[str, int], own_rows: int, token_at: dict[int, str], out_rows: int) -> torch.Tensor:
     """For each output row, this model's row holding the same token (or, for a tokenless padding row,
     the same index when that row of this model is tokenless too); -1 where it has none."""
+    import torch
+
     index = torch.full((out_rows,), -1, dtype=torch.long)
     if token_at:
         index[list(token_at)] = torch.tensor([own.get(t, -1) for t in token_at.values()], dtype=torch.long)
