@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 from pathlib import Path
 
@@ -70,7 +71,13 @@ def tiny_models(tmp_path: Path) -> dict[str, Path]:
 @pytest.fixture
 def new_window(qtbot, tmp_path: Path, monkeypatch):
     """Makes main windows with their own settings and data folders, shown; unsaved changes are discarded
-    when one closes. Each call is a fresh window (a new session) over the same folders."""
+    when one closes. Each call is a fresh window (a new session) over the same folders.
+
+    After the test (pytest-qt has closed the windows and scheduled their deletion) the deletions are
+    carried out and Python's cycles collected there and then: left to a later test, the collector could
+    run inside that test's window construction over half-deleted Qt wrappers (a segfault seen once in CI).
+    """
+    from PySide6.QtCore import QCoreApplication, QEvent
     from PySide6.QtWidgets import QMessageBox
 
     from app.main_window import MainWindow
@@ -85,7 +92,9 @@ def new_window(qtbot, tmp_path: Path, monkeypatch):
         qtbot.waitExposed(win)
         return win
 
-    return make
+    yield make
+    QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
+    gc.collect()
 
 
 @pytest.fixture
