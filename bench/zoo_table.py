@@ -1,6 +1,6 @@
 """Every registered merge method on the demo zoo: coefficient chosen on val, accuracy reported on test.
 
-    python bench/zoo_table.py [--zoo DIR] [--out results.json] [--markdown table.md]
+    python bench/zoo_table.py [--zoo DIR] [--out results.json] [--markdown table.md] [--methods NAME ...]
 
 For each data-free method that merges any number of models, the merge of all experts is scored on the
 validation split over a small grid of its global coefficient (``lambda``, or ``alpha`` for the Iso
@@ -81,13 +81,15 @@ def skip_reason(spec, n_models: int, holder: str) -> str | None:
 
 
 def table_command(description: str) -> tuple[argparse.Namespace, EvaluationService]:
-    """The table scripts' command line (``--zoo``, ``--device``, ``--out``, ``--markdown``), parsed, and the
-    evaluation service they score with (one CPU thread, one cache)."""
+    """The table scripts' command line (``--zoo``, ``--device``, ``--out``, ``--markdown``, ``--methods``:
+    only these registry names get rows), parsed, and the evaluation service they score with (one CPU
+    thread, one cache)."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--zoo", type=Path, default=default_zoo_dir())
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--markdown", type=Path)
+    parser.add_argument("--methods", nargs="+", help="registry names to run (default: every data-free method)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     return args, EvaluationService(device=args.device, cache=EvalCache())
@@ -116,6 +118,8 @@ def main() -> None:
     }
     chosen, skipped = {}, {}
     for spec in all_methods():
+        if args.methods and spec.name not in args.methods:
+            continue
         reason = skip_reason(spec, n_models, "zoo")
         if reason:
             skipped[spec.name] = reason
