@@ -12,6 +12,7 @@ import torch
 
 from engine.methods.base import MergeInputs, MethodSpec, Param, TensorContext
 from engine.methods.registry import register
+from engine.methods.spectral import polar, top_singular
 
 
 def mean_delta(inputs: MergeInputs) -> torch.Tensor:
@@ -37,16 +38,14 @@ def iso_cts_update(deltas: list[torch.Tensor], common_fraction: float) -> torch.
     uc, sc, vc = u[:, :common], s[:common], vh[:common]
     us, ss, vs = [], [], []
     for tau in deltas:
-        tu, ts, tv = torch.linalg.svd(tau - uc @ (uc.T @ tau), full_matrices=False)
-        us.append(tu[:, :per_task])
-        ss.append(ts[:per_task])
-        vs.append(tv[:per_task])
+        tu, ts, tv = top_singular(tau - uc @ (uc.T @ tau), per_task)
+        us.append(tu)
+        ss.append(ts)
+        vs.append(tv.T)
     big_u = torch.cat(us + [uc], dim=1)
     big_v = torch.cat(vs + [vc], dim=0)
     flat = torch.cat(ss + [sc]).mean()
-    pu, _, pvh = torch.linalg.svd(big_u, full_matrices=False)
-    qu, _, qvh = torch.linalg.svd(big_v, full_matrices=False)
-    return ((pu @ pvh) @ (qu @ qvh)).mul_(flat)
+    return (polar(big_u) @ polar(big_v)).mul_(flat)
 
 
 def _is_matrix(t: torch.Tensor) -> bool:

@@ -39,13 +39,12 @@ import torch
 from engine.methods.base import MergeInputs, MethodSpec, Param, TensorContext
 from engine.methods.params import LAMBDA, WEIGHT
 from engine.methods.registry import register
+from engine.methods.spectral import top_singular
 
 
 def kept_features(tau: torch.Tensor, fraction: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The top ``max(1, round(fraction · rank))`` singular triplets of ``tau``: U [m, k], σ [k], V [n, k]."""
-    keep = max(1, round(fraction * min(tau.shape)))
-    u, s, vh = torch.linalg.svd(tau, full_matrices=False)
-    return u[:, :keep], s[:keep], vh[:keep].T
+    return top_singular(tau, max(1, round(fraction * min(tau.shape))))
 
 
 def superpose(deltas: list[torch.Tensor], fraction: float) -> torch.Tensor:

@@ -18,12 +18,7 @@ import torch
 from engine.methods.base import MergeInputs, MethodSpec, Param, TensorContext
 from engine.methods.params import WEIGHT
 from engine.methods.registry import register
-
-
-def polar(matrix: torch.Tensor) -> torch.Tensor:
-    """The nearest matrix with orthonormal columns (or rows): ``P Qᵀ`` for the thin SVD ``P Σ Qᵀ``."""
-    p, _, qh = torch.linalg.svd(matrix, full_matrices=False)
-    return p @ qh
+from engine.methods.spectral import polar, top_singular
 
 
 def tsv_update(deltas: list[torch.Tensor]) -> torch.Tensor:
@@ -34,10 +29,10 @@ def tsv_update(deltas: list[torch.Tensor]) -> torch.Tensor:
         return torch.stack(deltas).mean(dim=0)
     us, ss, vhs = [], [], []
     for tau in deltas:
-        u, s, vh = torch.linalg.svd(tau, full_matrices=False)
-        us.append(u[:, :keep])
-        ss.append(s[:keep])
-        vhs.append(vh[:keep])
+        u, s, v = top_singular(tau, keep)
+        us.append(u)
+        ss.append(s)
+        vhs.append(v.T)
     return (polar(torch.cat(us, dim=1)) * torch.cat(ss)) @ polar(torch.cat(vhs, dim=0))
 
 
@@ -60,9 +55,8 @@ def tsv_m(inputs: MergeInputs, params: dict[str, Any], ctx: TensorContext) -> to
 
 def low_rank(matrix: torch.Tensor, fraction: float) -> torch.Tensor:
     """The best approximation of ``matrix`` with rank ``max(1, round(fraction · rank))`` (Eckart–Young)."""
-    rank = max(1, round(fraction * min(matrix.shape)))
-    u, s, vh = torch.linalg.svd(matrix, full_matrices=False)
-    return (u[:, :rank] * s[:rank]) @ vh[:rank]
+    u, s, v = top_singular(matrix, max(1, round(fraction * min(matrix.shape))))
+    return (u * s) @ v.T
 
 
 def cart(inputs: MergeInputs, params: dict[str, Any], ctx: TensorContext) -> torch.Tensor:
