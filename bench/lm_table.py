@@ -1,6 +1,7 @@
 """Every registered merge method on the LM domains demo: coefficient chosen on val, perplexity reported on test.
 
     python bench/lm_table.py [--zoo DIR] [--out results.json] [--markdown table.md] [--choice] [--grid 0.3,0.6,1.0]
+                             [--methods NAME ...]
 
 The zoo is the LM demo (``weightsmith zoo build --lm``; docs/zoo.md), whose ``demo.json`` merges four
 full experts (python, prose, data, c) and the ``logs`` LoRA adapter onto the base. Its Evaluate node
@@ -14,7 +15,8 @@ have a full expert) is kept, and that merge is scored on ``test``. ``logs`` has 
 its perplexity is reported but not normalized. Methods that need data or merge at most two models
 are listed as skipped, as in the image table; per-task methods (``task`` parameter) get †. Each
 method's row is printed (JSON line, stderr) and ``--out``/``--markdown`` rewritten as soon as it is
-done, so a cut-short run still leaves the rows it finished.
+done, so a cut-short run still leaves the rows it finished. The learned rows come from
+``bench/lm_learn_table.py``.
 """
 
 from __future__ import annotations
@@ -123,6 +125,8 @@ def main() -> None:
     result = {"zoo": str(args.zoo), "domains": domains, "lora": manifest.get("lora", {}), "table": table,
               "chosen": chosen, "skipped": skipped, "grid": sorted(mine.grid) if mine.grid else "zoo_table"}
     for spec in all_methods():
+        if args.methods and spec.name not in args.methods:
+            continue
         reason = skip_reason(spec, n_models, "demo")
         if reason:
             skipped[spec.name] = reason
@@ -167,7 +171,7 @@ def markdown(result: dict[str, Any]) -> str:
         c = result["chosen"].get(name, {})
         params = c.get("params")
         label = name + (f" ({', '.join(f'{k} {v}' for k, v in params.items())})" if params else "")
-        label += " †" if c.get("per_task") else ""
+        label += " †" if c.get("per_task") else " ‡" if c.get("learned") else ""
         cells = " | ".join("—" if r["perplexity"][d] is None else f"{r['perplexity'][d]:.1f}" for d in domains)
         extra = f" {100 * r['choice_accuracy']:.1f} |" if choice else ""
         out.append(f"| {label} | {cells} | **{100 * r['mean_normalized_score']:.1f}** |{extra}")

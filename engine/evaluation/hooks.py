@@ -16,6 +16,7 @@ from torch import nn
 from engine.runtime import CancelToken
 
 InputCallback = Callable[[str, torch.Tensor], None]
+TokenMask = Callable[[torch.Tensor], torch.Tensor]  # a batch of inputs → which positions are real tokens
 
 
 def linear_layers(model: nn.Module) -> dict[str, nn.Linear]:
@@ -25,14 +26,21 @@ def linear_layers(model: nn.Module) -> dict[str, nn.Linear]:
 
 @torch.no_grad()
 def visit_linear_inputs(model: nn.Module, inputs: torch.Tensor, callback: InputCallback, *, batch_size: int = 512,
-                        cancel: CancelToken | None = None) -> None:
+                        token_mask: TokenMask | None = None, cancel: CancelToken | None = None) -> None:
     """Run ``model`` over ``inputs`` in batches; call ``callback(weight_name, x)`` with every linear
-    layer's input flattened to [tokens, in_features], on the model's device."""
+    layer's input flattened to [tokens, in_features], on the model's device.
+
+    ``token_mask`` (a task's, such as a text-perplexity task's) marks a batch's real positions [b, L];
+    a layer input of shape [b, L, features] then keeps only those rows (padding is left out)."""
     device = next(model.parameters()).device
+    mask: list[torch.Tensor | None] = [None]
 
     def hook_for(name: str):
         def hook(_module: nn.Module, args: tuple) -> None:
-            callback(name, args[0].reshape(-1, args[0].shape[-1]))
+            x = args[0]
+            keep = mask[0]
+            callback(name, x[keep] if keep is not None and x.shape[:-1] == keep.shape
+                     else x.reshape(-1, x.shape[-1]))
         return hook
 
     handles = [m.register_forward_pre_hook(hook_for(name)) for name, m in linear_layers(model).items()]
@@ -40,15 +48,19 @@ def visit_linear_inputs(model: nn.Module, inputs: torch.Tensor, callback: InputC
         for start in range(0, len(inputs), batch_size):
             if cancel is not None:
                 cancel.raise_if_cancelled()
-            model(inputs[start:start + batch_size].to(device))
+            batch = inputs[start:start + batch_size].to(device)
+            mask[0] = token_mask(batch) if token_mask is not None else None
+            model(batch)
     finally:
         for h in handles:
             h.remove()
 
 
 def linear_input_grams(model: nn.Module, inputs: torch.Tensor, *, batch_size: int = 512,
+                       token_mask: TokenMask | None = None,
                        cancel: CancelToken | None = None) -> dict[str, tuple[torch.Tensor, int]]:
-    """Per linear layer: (XᵀX summed over ``inputs``, number of rows of X), in fp32 on the model's device."""
+    """Per linear layer: (XᵀX summed over ``inputs``, number of rows of X), in fp32 on the model's device
+    (rows of padding left out where ``token_mask`` marks them; see ``visit_linear_inputs``)."""
     grams: dict[str, list] = {}
 
     def add(name: str, x: torch.Tensor) -> None:
@@ -59,5 +71,5 @@ def linear_input_grams(model: nn.Module, inputs: torch.Tensor, *, batch_size: in
             grams[name][0] += x.T @ x
             grams[name][1] += x.shape[0]
 
-    visit_linear_inputs(model, inputs, add, batch_size=batch_size, cancel=cancel)
+    visit_linear_inputs(model, inputs, add, batch_size=batch_size, token_mask=token_mask, cancel=cancel)
     return {k: (g, n) for k, (g, n) in grams.items()}

@@ -34,6 +34,13 @@ context are cut from the left (the end of a prompt is kept) and the result notes
 
 ``chat_template: true`` wraps each question or prompt as a user message through the tokenizer's chat
 template (with the generation prompt); a tokenizer without one is an error.
+
+For the learners (``engine.learn.objectives``), text-perplexity and multiple-choice tasks define
+``training_loss`` (the mean next-token cross-entropy over real tokens — the task's scored ``loss`` —
+or the cross-entropy of the choices' log-likelihoods against the answer) and ``prediction_entropy``
+(of the next-token distributions at real tokens, or over the choices); a text-perplexity task also
+gives ``token_mask``, so that statistics such as RegMean's Gram matrices leave padding out. A
+generation task is not ``learnable``: its outputs are chosen tokens, through which nothing can be learned.
 """
 
 from __future__ import annotations
@@ -148,6 +155,20 @@ class TextPerplexityTask(CausalLMTask):
         """Every token of the block but the last: its prediction would score nothing."""
         return {"input_ids": inputs[:, 0, :-1], "attention_mask": inputs[:, 1, :-1]}
 
+    def token_mask(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Which positions the model is given [b, block − 1] are real tokens (not padding)."""
+        return inputs[:, 1, :-1].bool()
+
+    def training_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Mean next-token cross-entropy over the predicted real tokens (the scored ``loss``)."""
+        return F.cross_entropy(logits.flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=IGNORE_INDEX)
+
+    def prediction_entropy(self, logits: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+        """Mean entropy of the next-token distributions at the positions whose next token is real."""
+        log_p = F.log_softmax(logits.float(), dim=-1)
+        entropy = -(log_p.exp() * log_p).sum(-1)
+        return entropy[inputs[:, 1, 1:].bool()].mean()
+
     def example_bytes(self) -> int:
         return self.row_bytes(self.longest_input())
 
@@ -197,6 +218,15 @@ class MultipleChoiceTask(CausalLMTask):
 
     def accumulator(self) -> "ChoiceAccumulator":
         return ChoiceAccumulator()
+
+    def training_loss(self, ll: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy of the choices' log-likelihoods [b, choices] against the answers (``labels[:, 0]``)."""
+        return F.cross_entropy(ll.float(), labels[:, 0].long())
+
+    def prediction_entropy(self, ll: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+        """Mean entropy of the softmax over each question's choices (a missing choice adds nothing)."""
+        log_p = F.log_softmax(ll.float(), dim=-1)
+        return -torch.where(log_p.isfinite(), log_p.exp() * log_p, 0.0).sum(-1).mean()
 
     def example_bytes(self) -> int:
         if not self._data:
@@ -344,6 +374,8 @@ class GenerationItem:
 
 class GenerationTask(CausalLMTask):
     """Greedy generation scored against references (see the module doc)."""
+
+    learnable = False  # its outputs are chosen tokens: no loss or entropy to learn through
 
     def __init__(self, model: str | Path | Any, data: str | Path | Mapping[str, str | Path], tokenizer: Any = None,
                  *, prompt_field: str = "prompt", reference_field: str = "reference", max_new_tokens: int = 32,

@@ -16,7 +16,11 @@ protocol for any classifier given a network skeleton, fixed head tensors and a d
 Optional, for tasks that are not plain classification (``engine.evaluation.lm_tasks`` and others):
 ``accumulator()`` (how outputs are scored; ``engine.evaluation.metrics``), ``notes(split)`` (what a
 result should say about the data, such as cut texts) and ``max_batch_size(device)`` (examples per
-batch within the task's memory budget). Tasks come from the task kinds a suite manifest declares
+batch within the task's memory budget). For the learners (``engine.learn.objectives``), whose default
+is classification's cross-entropy and softmax entropy: ``training_loss(outputs, labels)``,
+``prediction_entropy(outputs, inputs)``, ``token_mask(inputs)`` (which positions the model is given
+are real tokens, for per-token statistics) and ``learnable`` (False: nothing can be learned through
+the outputs, as for generation). Tasks come from the task kinds a suite manifest declares
 (``engine.evaluation.task_kinds``).
 """
 

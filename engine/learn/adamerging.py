@@ -23,29 +23,24 @@ from __future__ import annotations
 from typing import Mapping, Sequence
 
 import torch
-import torch.nn.functional as F
 
 from engine.errors import EngineInputError
 from engine.evaluation.tasks import Task
 from engine.graph import Recipe
 from engine.learn.common import LearnResult, learned_recipe, load_mix, merge_node
 from engine.learn.coefficients import coefficient_table, optimize, table_tensor, weight_schedules
+from engine.learn.objectives import require_learnable, task_entropy
 from engine.runtime import CancelToken, resolve_device
 from engine.runtime.progress import ProgressCallback
 
 MODES = ("task", "layer")
 
 
-def prediction_entropy(logits: torch.Tensor) -> torch.Tensor:
-    """Mean Shannon entropy (nats) of the softmax over the last dimension."""
-    log_p = F.log_softmax(logits.float(), dim=-1)
-    return -(log_p.exp() * log_p).sum(-1).mean()
-
-
 def unlabeled_inputs(tasks: Sequence[Task], split: str, device: torch.device) -> list[torch.Tensor]:
     """Each task's inputs of ``split`` on ``device`` (labels, if any, are not used)."""
     out = []
     for task in tasks:
+        require_learnable(task)
         data = task.data(split)
         if len(data) == 0:
             raise EngineInputError(f"task '{task.name}': split '{split}' is empty")
@@ -62,7 +57,7 @@ def mean_entropy(tasks: Sequence[Task], inputs: Sequence[torch.Tensor], params: 
         total = 0.0
         for start in range(0, len(x), batch_size):
             batch = x[start:start + batch_size]
-            total += float(prediction_entropy(task.forward(params, batch))) * len(batch)
+            total += float(task_entropy(task, task.forward(params, batch), batch)) * len(batch)
         values.append(total / len(x))
     return sum(values) / len(values)
 
@@ -95,7 +90,7 @@ def learn_adamerging(recipe: Recipe, node_id: str | None, tasks: Sequence[Task],
         entropies = []
         for task, x in zip(tasks, inputs):
             rows = torch.randint(len(x), (min(batch_size, len(x)),), generator=generator).to(dev)
-            entropies.append(prediction_entropy(task.forward(params, x[rows])))
+            entropies.append(task_entropy(task, task.forward(params, x[rows]), x[rows]))
         loss = torch.stack(entropies).sum()
         return loss, {"entropy": float(loss.detach()) / len(entropies)}
 

@@ -23,14 +23,14 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 
 from engine.errors import EngineInputError
 from engine.evaluation.tasks import Task
 from engine.graph import Recipe
-from engine.learn.adamerging import mean_entropy, prediction_entropy, unlabeled_inputs
+from engine.learn.adamerging import mean_entropy, unlabeled_inputs
 from engine.learn.common import LearnResult, learned_recipe, load_mix, merge_node
 from engine.learn.coefficients import coefficient_table, optimize, table_tensor, weight_schedules
+from engine.learn.objectives import task_entropy, task_loss
 from engine.runtime import CancelToken, resolve_device
 from engine.runtime.progress import ProgressCallback
 
@@ -43,6 +43,9 @@ def few_shot(task: Task, split: str, shots: int, generator: torch.Generator) -> 
     if data.labels is None:
         raise EngineInputError(f"task '{task.name}': split '{split}' has no labels for aTLAS's cross-entropy "
                                "(use objective 'entropy' for unlabeled data)")
+    if data.labels.dim() != 1:
+        raise EngineInputError(f"task '{task.name}': aTLAS draws its shots per class, and this task's labels are not "
+                               "classes (use objective 'entropy')")
     order = torch.randperm(len(data), generator=generator)
     labels = data.labels[order]
     keep = torch.cat([order[labels == c][:shots] for c in labels.unique()])
@@ -78,8 +81,8 @@ def learn_atlas(recipe: Recipe, node_id: str | None, tasks: Sequence[Task], *, o
         losses = []
         for task, (x, y) in zip(tasks, samples):
             rows = torch.randint(len(x), (min(batch_size, len(x)),), generator=generator).to(dev)
-            logits = task.forward(params, x[rows])
-            losses.append(F.cross_entropy(logits, y[rows]) if y is not None else prediction_entropy(logits))
+            outputs = task.forward(params, x[rows])
+            losses.append(task_loss(task, outputs, y[rows]) if y is not None else task_entropy(task, outputs, x[rows]))
         return torch.stack(losses).sum(), {}
 
     start = torch.full((mix.num_models, len(groups.labels)), float(initial), device=dev)

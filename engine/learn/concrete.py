@@ -36,9 +36,10 @@ from engine.evaluation.tasks import Task
 from engine.graph import Recipe
 from engine.graph.resident_inputs import ResidentInputs, load_inputs
 from engine.graph.statistics_files import statistics_key
-from engine.learn.adamerging import mean_entropy, prediction_entropy, unlabeled_inputs
+from engine.learn.adamerging import mean_entropy, unlabeled_inputs
 from engine.learn.coefficients import optimize
 from engine.learn.common import LearnResult, learned_recipe, merge_node
+from engine.learn.objectives import task_entropy
 from engine.learn.statistics import write_statistics
 from engine.runtime import CancelToken, resolve_device
 from engine.runtime.progress import ProgressCallback
@@ -110,7 +111,7 @@ def learn_concrete(recipe: Recipe, node_id: str | None, tasks: Sequence[Task], s
         entropies = []
         for task, x in zip(tasks, inputs):
             rows = torch.randint(len(x), (min(batch_size, len(x)),), generator=batches).to(dev)
-            entropies.append(prediction_entropy(task.forward(params, x[rows])))
+            entropies.append(task_entropy(task, task.forward(params, x[rows]), x[rows]))
         loss = torch.stack(entropies).sum()
         return loss, {"entropy": float(loss.detach()) / len(entropies)}
 

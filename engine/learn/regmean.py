@@ -4,7 +4,8 @@ For model t and each ``nn.Linear`` of its task's network (found by ``Task.build_
 under the weight's state-dict name by ``engine.evaluation.hooks``), ``G_t = X_tᵀ X_t / n_t``: X_t the
 layer's inputs (one row per example, or per token for sequence models) over ``examples`` inputs drawn
 at random (``seed``) from ``split`` — FusionBench uses 256 training examples; the inputs need no
-labels. Dividing by the row count n_t keeps tasks with more rows (longer texts) from dominating.
+labels. Dividing by the row count n_t keeps tasks with more rows (longer texts) from dominating. A
+language-model task's padding is left out (its ``token_mask``), so n_t counts real tokens.
 
 The Gram matrices go into a statistics file (see ``engine.graph.statistics_files``); the learned recipe's
 merge node becomes ``regmean`` naming that file, with ``alpha`` (off-diagonal shrinkage) as its
@@ -58,7 +59,8 @@ def learn_regmean(recipe: Recipe, node_id: str | None, tasks: Sequence[Task], st
         data = task.data(split)
         inputs = data.inputs[sample_rows(len(data), examples, generator)]
         model = task.build_model(sources.model_state(t), dev)
-        grams = linear_input_grams(model, inputs, batch_size=batch_size, cancel=cancel)
+        grams = linear_input_grams(model, inputs, batch_size=batch_size, token_mask=getattr(task, "token_mask", None),
+                                   cancel=cancel)
         for name, (gram, rows) in grams.items():
             if name in wanted:
                 tensors[statistics_key(key, name)] = gram / rows

@@ -25,13 +25,13 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 
 from engine.errors import EngineInputError
 from engine.evaluation.tasks import Task
 from engine.graph import Recipe
 from engine.learn.common import LearnResult, learned_recipe, load_mix, merge_node, sample_rows
 from engine.learn.coefficients import coefficient_table, optimize, table_tensor, weight_schedules
+from engine.learn.objectives import require_learnable, task_loss
 from engine.runtime import CancelToken, resolve_device
 from engine.runtime.progress import ProgressCallback
 
@@ -41,6 +41,7 @@ def probe_set(tasks: Sequence[Task], split: str, examples: int, generator: torch
     """``examples`` labelled rows of each task's ``split`` (inputs, labels), drawn at random."""
     out = []
     for task in tasks:
+        require_learnable(task)
         data = task.data(split)
         if data.labels is None:
             raise EngineInputError(f"task '{task.name}': split '{split}' has no labels for Self Positioning's "
@@ -56,8 +57,7 @@ def probe_set(tasks: Sequence[Task], split: str, examples: int, generator: torch
 def probe_loss(tasks: Sequence[Task], probe: Sequence[tuple[torch.Tensor, torch.Tensor]],
                params: dict[str, torch.Tensor]) -> float:
     """Mean over tasks of the cross-entropy on each task's whole probe set."""
-    return sum(float(F.cross_entropy(task.forward(params, x).float(), y))
-               for task, (x, y) in zip(tasks, probe)) / len(probe)
+    return sum(float(task_loss(task, task.forward(params, x), y)) for task, (x, y) in zip(tasks, probe)) / len(probe)
 
 
 def learn_self_positioning(recipe: Recipe, node_id: str | None, tasks: Sequence[Task], *, examples: int = 64,
@@ -89,7 +89,7 @@ def learn_self_positioning(recipe: Recipe, node_id: str | None, tasks: Sequence[
         losses = []
         for task, (x, y) in zip(tasks, probe):
             rows = torch.randint(len(x), (min(batch_size, len(x)),), generator=generator).to(dev)
-            losses.append(F.cross_entropy(task.forward(params, x[rows]).float(), y[rows]))
+            losses.append(task_loss(task, task.forward(params, x[rows]), y[rows]))
         loss = torch.stack(losses).sum()
         return loss, {"cross_entropy": float(loss.detach()) / len(losses)}
 
