@@ -19,7 +19,8 @@ from engine.errors import EngineInputError
 from engine.evaluation import Evaluator
 from engine.graph import Recipe, materialize
 from engine.live import RESIDENT, STREAMING, LiveSession
-from engine.live.updaters import REFRESH_EVERY, LinearUpdater, ScaledUpdater, StagedUpdater, updater_class
+from engine.live.updaters import (REFRESH_EVERY, LinearUpdater, ScaledUpdater, StagedUpdater, scale_parameter,
+                                  updater_class)
 from engine.live.evaluation import tasks_for
 from engine.methods import MergeInputs, MethodSpec, Param, Requirement, TensorContext, all_methods, get_method
 from engine.methods import registry
@@ -129,21 +130,23 @@ def _data_free_methods():
 
 @pytest.mark.parametrize("spec", _data_free_methods(), ids=lambda m: m.name)
 def test_every_data_free_method_matches_the_streaming_merge(tiny_models, spec):
-    """Each method, its defaults then a λ/density/seed move, equals a fresh merge (checks the updater contract)."""
+    """Each method, its defaults then a move of its scale (λ, or TSV-M's and Iso's α), density and seed, equals a
+    fresh merge (checks the updater contract)."""
     models = ("e1", "e2", "e3")[:spec.max_models or 3]
     if len(models) < spec.min_models:
         pytest.skip(f"{spec.name} needs {spec.min_models} models")
     names = {p.name for p in spec.params}
+    scale = scale_parameter(spec) or ("lambda" if "lambda" in names else None)
     steps = [{"method": spec.name}]
-    if "lambda" in names:
-        steps.append({**steps[-1], "lambda": 0.7})
+    if scale:
+        steps.append({**steps[-1], scale: 0.7})
     if "density" in names:
         steps.append({**steps[-1], "density": 0.5})
     if "seed" in names:
         steps.append({**steps[-1], "seed": 7})
     stats = check_sequence(tiny_models, steps, models=models)
-    if "lambda" in names and issubclass(updater_class(spec, True), (LinearUpdater, ScaledUpdater)):
-        assert stats[1].kind == "incremental"  # a λ move never recomputes
+    if scale and issubclass(updater_class(spec, True), (LinearUpdater, ScaledUpdater)):
+        assert stats[1].kind == "incremental"  # a move of the scale never recomputes
     if "seed" in names and spec.random:
         assert stats[-1].recomputed > 0  # new random draws
 

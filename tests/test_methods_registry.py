@@ -57,3 +57,16 @@ def test_sparsifying_methods_offer_model_scope():
         assert spec.statistic({**spec.defaults(), "scope": "model"}) is not None
         if not name.startswith("lwptv"):  # LwPTV always needs its layer-norm pass
             assert spec.statistic({**spec.defaults(), "scope": "tensor"}) is None
+
+
+def test_a_declared_scale_must_be_one_of_the_methods_float_parameters():
+    from engine.methods import MethodSpec, Param
+
+    def merge(inputs, params, ctx):
+        """Returns the base (a placeholder merge for a declaration that must be refused)."""
+        return inputs.base
+
+    with pytest.raises(ValueError, match="'alpha' as its scale"):
+        MethodSpec(name="x", label="X", family="iso", summary="s", merge=merge, scale="alpha",
+                   params=(Param("gamma", "float", 1.0, "g"),))
+    assert get_method("tsv_m").scale == "alpha" and get_method("iso_c").scale == "alpha"

@@ -9,8 +9,9 @@ change) and does the least work that brings the output there:
   statistics or the inputs): the output is ``c0·θ0 + Σ a_t τ_t``; a change of coefficients is one
   multiply-add ``out += Δa·τ`` per changed term over each run of neighbouring tensors that changed alike.
 - ``ScaledUpdater`` (methods declaring the shared ``lambda`` parameter of ``engine.methods.params``,
-  whose contract is ``θ = θ0 + λ·τm``): τm is cached per tensor; a λ move is one multiply-add
-  ``out += Δλ·τm``; any other change recomputes τm of just the tensors whose resolved values changed.
+  or another ``MethodSpec.scale``, whose contract is ``θ = θ0 + λ·τm``): τm is cached per tensor; a λ
+  move is one multiply-add ``out += Δλ·τm``; any other change recomputes τm of just the tensors whose
+  resolved values changed.
 - ``StagedUpdater`` (methods declaring a ``StagedForm``): a ScaledUpdater that also caches the
   per-model masks of the form's first stage, keyed by what each mask depends on, so a parameter the
   masks ignore (TIES: a weight, ``normalize``) only re-runs the second stage, and a change the masks
@@ -216,9 +217,7 @@ class LinearUpdater(Updater):
 
 
 class ScaledUpdater(Updater):
-    """``out = θ0 + λ·τm`` with τm cached per tensor (see the module docstring)."""
-
-    scale = "lambda"
+    """``out = θ0 + λ·τm`` with τm cached per tensor, λ the method's scale (see the module docstring)."""
 
     @staticmethod
     def cache_bytes_per_entry(models: int) -> float:
@@ -226,6 +225,7 @@ class ScaledUpdater(Updater):
 
     def __init__(self, res: Resident, spec: MethodSpec):
         super().__init__(res, spec)
+        self.scale = scale_parameter(spec)
         self.core = torch.zeros_like(res.out)
         self.core_key: list[Any] = [None] * len(res.spans)
         self.lam: list[float | None] = [None] * len(res.spans)
@@ -330,12 +330,20 @@ class RecomputeUpdater(Updater):
         return stats
 
 
+def scale_parameter(spec: MethodSpec) -> str | None:
+    """The parameter that scales the method's merged task vector (``θ0 + s·τm``): its declared ``scale``,
+    else ``lambda`` when it uses the shared λ, else None."""
+    if spec.scale is not None:
+        return spec.scale
+    return "lambda" if any(p is LAMBDA for p in spec.params) else None
+
+
 def updater_class(spec: MethodSpec, has_anchor: bool) -> type[Updater]:
     """The cheapest correct updater for a method (see the module docstring)."""
     if spec.linear_form() is not None:
         return LinearUpdater
     if spec.staged is not None and has_anchor:
         return StagedUpdater
-    if has_anchor and spec.needs_base and any(p is LAMBDA for p in spec.params):
+    if has_anchor and spec.needs_base and scale_parameter(spec) is not None:
         return ScaledUpdater
     return RecomputeUpdater

@@ -325,7 +325,11 @@ class MethodSpec:
     - ``contextual_linear(params, n, ctx, inputs)`` — the same for methods whose coefficients also depend
       on the tensor's place (``ctx.layer``, ``ctx.num_layers``), on whole-model statistics (``ctx.stats``)
       or on the inputs themselves (e.g. their norms), never on anything else; at most one of the two;
-    - ``staged``: a ``StagedForm`` (needs the shared ``lambda`` parameter).
+    - ``staged``: a ``StagedForm`` (needs the shared ``lambda`` parameter);
+    - ``scale``: the name of the parameter ``s`` when the output is ``θ0 + s·τm`` with τm independent of
+      ``s`` (TSV-M's and the Iso methods' ``alpha``); live tuning then caches τm and moves ``s`` with one
+      multiply-add. The shared ``lambda`` parameter (``engine.methods.params.LAMBDA``) carries this
+      contract without being named here.
     """
 
     name: str
@@ -348,6 +352,7 @@ class MethodSpec:
     task_parts: TaskParts | None = None
     migrate: Callable[[dict[str, Any]], dict[str, Any]] | None = None
     chunked_inputs: bool = False
+    scale: str | None = None
     aliases: tuple[str, ...] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:
@@ -355,6 +360,9 @@ class MethodSpec:
             raise ValueError(f"method '{self.name}' declares both linear and contextual_linear; keep one")
         if self.staged is not None and not any(p.name == "lambda" for p in self.params):
             raise ValueError(f"method '{self.name}' declares a staged form without the shared 'lambda' parameter")
+        if self.scale is not None and not any(p.name == self.scale and p.type == "float" for p in self.params):
+            raise ValueError(f"method '{self.name}' declares '{self.scale}' as its scale, which is not one of its "
+                             "float parameters")
         if self.statistics_file is not None and not any(
                 p.name == self.statistics_file.param and p.type == "path" for p in self.params):
             raise ValueError(f"method '{self.name}' reads statistics from '{self.statistics_file.param}', "

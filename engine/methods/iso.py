@@ -95,6 +95,7 @@ register(MethodSpec(
     params=(ALPHA,),
     merge=iso_c,
     needs_base=True,
+    scale="alpha",
     min_models=1,
     reference="Marczak et al. 2025, No Task Left Behind (arXiv:2502.04959); code danielm1405/iso-merging",
 ))
@@ -111,6 +112,7 @@ register(MethodSpec(
     ),
     merge=iso_cts,
     needs_base=True,
+    scale="alpha",
     min_models=1,
     reference="Marczak et al. 2025, No Task Left Behind (arXiv:2502.04959); code danielm1405/iso-merging",
 ))

@@ -88,6 +88,7 @@ register(MethodSpec(
     merge=tsv_m,
     needs_base=True,
     min_models=1,
+    scale="alpha",
     reference="Gargiulo et al. 2025, Task Singular Vectors (arXiv:2412.00081); FusionBench TSVM",
 ))
 
