@@ -59,7 +59,7 @@ from torch import nn
 from engine.errors import EngineInputError
 from engine.evaluation.data_files import jsonl_rows, read_text, text_files
 from engine.evaluation.hf import HF_PARAMS, HFTask, hf_options, model_folder
-from engine.evaluation.metrics import IGNORE_INDEX, Scores, TokenAccumulator, binomial_stderr
+from engine.evaluation.metrics import IGNORE_INDEX, Scores, TokenAccumulator, binomial_stderr, softmax_entropy
 from engine.evaluation.task_kinds import TaskEntry, TaskKind, TaskParam, register_task_kind
 from engine.evaluation.tasks import Split
 
@@ -165,9 +165,7 @@ class TextPerplexityTask(CausalLMTask):
 
     def prediction_entropy(self, logits: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
         """Mean entropy of the next-token distributions at the positions whose next token is real."""
-        log_p = F.log_softmax(logits.float(), dim=-1)
-        entropy = -(log_p.exp() * log_p).sum(-1)
-        return entropy[inputs[:, 1, 1:].bool()].mean()
+        return softmax_entropy(logits)[inputs[:, 1, 1:].bool()].mean()
 
     def example_bytes(self) -> int:
         return self.row_bytes(self.longest_input())
@@ -225,8 +223,7 @@ class MultipleChoiceTask(CausalLMTask):
 
     def prediction_entropy(self, ll: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
         """Mean entropy of the softmax over each question's choices (a missing choice adds nothing)."""
-        log_p = F.log_softmax(ll.float(), dim=-1)
-        return -torch.where(log_p.isfinite(), log_p.exp() * log_p, 0.0).sum(-1).mean()
+        return softmax_entropy(ll).mean()
 
     def example_bytes(self) -> int:
         if not self._data:

@@ -251,6 +251,13 @@ class TokenAccumulator(Accumulator):
         return replace(base, extra={"perplexity": perplexity(base.loss)}, primary="perplexity")
 
 
+def softmax_entropy(logits: torch.Tensor) -> torch.Tensor:
+    """The Shannon entropy (nats) of the softmax over the last dimension, per row (differentiable); a
+    logit of −inf (a choice that does not exist) adds nothing."""
+    log_p = torch.log_softmax(logits.float(), dim=-1)
+    return -torch.where(log_p.isfinite(), log_p.exp() * log_p, 0.0).sum(-1)
+
+
 def perplexity(loss: float) -> float:
     """Perplexity of a mean per-token negative log-likelihood (nats); inf when it overflows."""
     return math.exp(loss) if loss < 709.0 else math.inf

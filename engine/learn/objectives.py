@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from engine.errors import EngineInputError
+from engine.evaluation.metrics import softmax_entropy
 from engine.evaluation.tasks import Task
 
 
@@ -25,13 +26,6 @@ def require_learnable(task: Task) -> None:
                                "same domain instead")
 
 
-def prediction_entropy(logits: torch.Tensor) -> torch.Tensor:
-    """Mean Shannon entropy (nats) of the softmax over the last dimension; a logit of −inf is a choice
-    that does not exist and adds nothing."""
-    log_p = F.log_softmax(logits.float(), dim=-1)
-    return -torch.where(log_p.isfinite(), log_p.exp() * log_p, 0.0).sum(-1).mean()
-
-
 def task_loss(task: Task, outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """The task's differentiable loss of ``outputs`` (``task.forward``) against ``labels``."""
     own = getattr(task, "training_loss", None)
@@ -41,4 +35,4 @@ def task_loss(task: Task, outputs: torch.Tensor, labels: torch.Tensor) -> torch.
 def task_entropy(task: Task, outputs: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
     """The task's mean prediction entropy of ``outputs`` (``task.forward`` of ``inputs``)."""
     own = getattr(task, "prediction_entropy", None)
-    return own(outputs, inputs) if callable(own) else prediction_entropy(outputs)
+    return own(outputs, inputs) if callable(own) else softmax_entropy(outputs).mean()
