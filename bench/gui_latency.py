@@ -1,9 +1,10 @@
 """What the user waits for: from an inspector slider move to the results plot redrawn with that value's scores.
 
-    python bench/gui_latency.py [--zoo DIR] [--lm-zoo DIR] [--steps 20] [--threads 2]
+    python bench/gui_latency.py [--zoo DIR] [--lm-zoo DIR] [--steps 20] [--threads 2] [--method tsv_m]
 
-Drives the real main window offscreen: opens a demo recipe, selects its merge node, waits for live tuning,
-then moves the inspector's λ slider (and, for TIES, its density slider) one step at a time as a user
+Drives the real main window offscreen: opens a demo recipe (its merge node set to ``--method``, with
+defaults, when given), selects its merge node, waits for live tuning, then moves the inspector's scale
+slider (λ, or TSV-M's and Iso's α) and, for TIES, its density slider one step at a time as a user
 would, pausing between moves. Each move is timed from the slider's new value on the UI thread to the
 results panel's redraw of the quick frame carrying that value (its ``latencyChanged``, emitted after the
 canvas has drawn the new bars). Prints one JSON line per case: median and p95 in ms, the machine's load.
@@ -76,6 +77,18 @@ def drag_case(app: QApplication, window: Any, name: str, param: str, steps: int,
             "p95_ms": round(percentile(times, 0.95) * 1e3, 1), "n": len(times)}
 
 
+def with_method(path: Path, method: str, folder: Path) -> Path:
+    """A copy of the recipe at ``path``, saved in ``folder``, whose merge node is ``method`` with its defaults."""
+    from engine.graph import Recipe
+
+    recipe = Recipe.load(path)
+    merge = next(nid for nid, n in recipe.nodes.items() if n.kind.method_param)
+    recipe.set_params(merge, {"method": method})
+    out = folder / f"{path.parent.name}-{method}.json"
+    recipe.save(out)
+    return out
+
+
 def main() -> None:
     from app.main_window import MainWindow
     from app.settings import AppPaths, Settings
@@ -88,6 +101,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--pause", type=float, default=0.5, help="seconds between moves (the full split is not waited for)")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--method", help="merge method to set on the demos' merge node (default: the demos' own)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -100,6 +114,8 @@ def main() -> None:
             if not recipe.is_file():
                 print(json.dumps({"case": label, "skipped": f"no {recipe}"}), flush=True)
                 continue
+            if args.method:
+                recipe = with_method(recipe, args.method, Path(home))
             window = MainWindow(AppPaths(Path(home) / "config", Path(home) / "data"),
                                 Settings(output_dir=str(Path(home) / "out")))
             window.resize(1600, 1000)
@@ -115,7 +131,7 @@ def main() -> None:
             subset = window.document.live.session.evaluator.subset or {}
             common = {"threads": torch.get_num_threads(), "load": round(os.getloadavg()[0], 2), "method": method,
                       "quick_examples": sum(subset.values())}  # the quick subset sized to the live time budget
-            for param in ("lambda", "density"):
+            for param in ("lambda", "alpha", "density"):
                 if param in window.inspector.fields:
                     row = drag_case(app, window, f"{label}: {param} slider → redrawn plot", param, args.steps,
                                     args.pause)
