@@ -5,13 +5,13 @@ A full SVD computes every singular triplet; these methods keep a tenth to a thir
 the top k come faster from the Gram matrix on the smaller side, ``A Aᵀ`` (m ≤ n) or ``Aᵀ A``, whose
 top k eigenpairs LAPACK's subset eigensolver (``syevr`` through ``scipy.linalg.eigh``) finds without
 the rest: ``σ = √λ``, the eigenvectors are one side's singular vectors and the other side's are
-``Aᵀ u / σ`` (or ``A v / σ``). On a 4096 × 4096 matrix with 2 threads: 5.4–6.2 s for the top 10 %
-and 8.2 s for the top third, against 11.1 s for the full SVD (``bench/method_bench.py`` measures the
-methods that use it). The Gram matrix and the eigensolver work in float64 (the matrix is widened
+``Aᵀ u / σ`` (or ``A v / σ``). On a 4096 × 4096 matrix with 2 threads: 5.4–8.0 s for the top 10 %
+and 8.2 s for the top third, against 11.1–14.6 s for the full SVD (``bench/method_bench.py`` measures
+the methods that use it). The Gram matrix and the eigensolver work in float64 (the matrix is widened
 ``CHUNK`` columns at a time, so the extra memory is the Gram matrix, side², not a float64 copy of the
-matrix), so singular values down to 10⁻⁶ of the largest keep their digits; when the k-th is smaller than that (a matrix of lower rank
-than k, such as a LoRA product), or on a GPU, or when k is more than ``SUBSET_SHARE`` of the rank, the
-full SVD is used. Singular vectors of (nearly) equal singular values are determined only up to a
+matrix), so singular values down to 10⁻⁶ of the largest keep their digits; when the k-th is smaller
+than that (a matrix of lower rank than k, such as a LoRA product), or on a GPU, or when k is more than
+``SUBSET_SHARE`` of the rank, the full SVD is used. Singular vectors of (nearly) equal singular values are determined only up to a
 rotation among themselves by either route.
 
 The polar factor ``P Qᵀ`` of ``X = P Σ Qᵀ`` comes from the SVD; LAPACK's divide-and-conquer SVD fails
